@@ -1,0 +1,6 @@
+# Docker is the application runtime on every Pi.
+{ ... }:
+{
+  virtualisation.docker.enable = true;
+  virtualisation.oci-containers.backend = "docker";
+}

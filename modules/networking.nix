@@ -1,0 +1,5 @@
+# Host name from the inventory.
+{ host, ... }:
+{
+  networking.hostName = host.name;
+}

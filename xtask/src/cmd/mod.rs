@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod add_key;
+pub mod check;
+pub mod completions;
+pub mod list;
+pub mod new_host;

@@ -1,0 +1,833 @@
+//! The fleet: `hosts/fleet.toml` (hosts) and `keys/authorized_keys` (admin keys).
+//! Parsing and validation are pure; every problem carries its file and line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use toml::de::{DeTable, DeValue};
+
+use crate::sshkey;
+
+/// Where the hosts are listed, relative to the repository root.
+pub const INVENTORY: &str = "hosts/fleet.toml";
+/// Where the admin SSH public keys live, relative to the repository root.
+pub const KEYS: &str = "keys/authorized_keys";
+/// The keys a `[[host]]` entry may have.
+pub const HOST_KEYS: &[&str] = &[
+    "name",
+    "model",
+    "address",
+    "user",
+    "port",
+    "tags",
+    "build_host",
+    "wifi",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    Pi3,
+    Pi4,
+    Zero2w,
+}
+
+impl Model {
+    pub const ALL: [Model; 3] = [Model::Pi3, Model::Pi4, Model::Zero2w];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::Pi3 => "pi3",
+            Model::Pi4 => "pi4",
+            Model::Zero2w => "zero2w",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Model> {
+        Model::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Models without Ethernet: their first boot needs Wi-Fi.
+    pub fn wifi_only(self) -> bool {
+        self == Model::Zero2w
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub model: Model,
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub build_host: Option<String>,
+    /// SSID of the Wi-Fi network the host joins (its PSK is never in the repo).
+    pub wifi: Option<String>,
+    /// Line of the `[[host]]` header in the inventory.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+impl Host {
+    /// `user@address`, the SSH destination.
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user, self.address)
+    }
+}
+
+/// One thing wrong with the fleet definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Path relative to the repository root.
+    pub file: String,
+    /// 1-based; 0 when the problem is about the file as a whole.
+    pub line: usize,
+    pub message: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl Problem {
+    pub fn new(
+        file: &str,
+        line: usize,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Problem {
+            file: file.to_string(),
+            line,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)?;
+        } else {
+            write!(f, "{}: {}", self.file, self.message)?;
+        }
+        if !self.fix.is_empty() {
+            write!(f, "\n    fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// The fleet as read from the repository.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    pub root: PathBuf,
+    pub hosts: Vec<Host>,
+    /// Non-comment lines of `keys/authorized_keys`, trimmed, with their line numbers.
+    pub key_lines: Vec<(usize, String)>,
+}
+
+impl Fleet {
+    /// Reads the fleet and returns it with every problem found in it.
+    pub fn read(root: &Path) -> Result<(Fleet, Vec<Problem>)> {
+        let inv_path = root.join(INVENTORY);
+        let text = std::fs::read_to_string(&inv_path).with_context(|| {
+            format!(
+                "cannot read {}: is {} a pi-nixos checkout? pass --flake <dir>",
+                inv_path.display(),
+                root.display()
+            )
+        })?;
+        let (hosts, mut problems) = parse_inventory(&text);
+        let keys_text = match std::fs::read_to_string(root.join(KEYS)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {KEYS}")),
+        };
+        let key_lines = key_lines(&keys_text);
+        problems.extend(check_keys(&key_lines, &hosts));
+        problems.extend(check_host_dirs(root, &hosts)?);
+        Ok((
+            Fleet {
+                root: root.to_path_buf(),
+                hosts,
+                key_lines,
+            },
+            problems,
+        ))
+    }
+
+    /// Reads the fleet and fails on any problem: for commands that act on it.
+    pub fn load(root: &Path) -> Result<Fleet> {
+        let (fleet, problems) = Fleet::read(root)?;
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            bail!(
+                "the fleet definition has {} problem(s):\n{}\nfix them (`cargo xtask check` lists them again)",
+                problems.len(),
+                list.join("\n")
+            );
+        }
+        Ok(fleet)
+    }
+
+    pub fn host(&self, name: &str) -> Result<&Host> {
+        self.hosts.iter().find(|h| h.name == name).with_context(|| {
+            let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+            format!(
+                "no host named `{name}` in {INVENTORY} (hosts: {}); add one with `cargo xtask new-host`",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// The admin keys that are valid public keys.
+    pub fn admin_keys(&self) -> Vec<String> {
+        self.key_lines
+            .iter()
+            .filter(|(_, l)| sshkey::parse_line(l).is_ok())
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// The inventory as the flake exposes it (`nix eval --json .#inventory`):
+    /// the proof of one source of truth is that both are equal.
+    pub fn nix_view(&self) -> serde_json::Value {
+        let hosts: BTreeMap<&str, &Host> =
+            self.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+        let keys: Vec<&str> = self.key_lines.iter().map(|(_, l)| l.as_str()).collect();
+        serde_json::json!({ "hosts": hosts, "admin_keys": keys })
+    }
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses `hosts/fleet.toml`. Returns the hosts that are complete enough to use
+/// and every problem found, in file order.
+pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
+    let f = INVENTORY;
+    let mut problems = Vec::new();
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc.into_inner(),
+        Err(e) => {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            let msg = e.message().trim().to_string();
+            problems.push(Problem::new(
+                f,
+                line,
+                format!("not valid TOML: {msg}"),
+                "correct the syntax",
+            ));
+            return (Vec::new(), problems);
+        }
+    };
+    let mut hosts = Vec::new();
+    for (key, value) in doc.iter() {
+        let line = line_of(text, key.span().start);
+        if key.get_ref().as_ref() != "host" {
+            problems.push(Problem::new(
+                f,
+                line,
+                format!("unknown top-level key `{}`", key.get_ref()),
+                "hosts are listed as [[host]] tables; remove or rename this key",
+            ));
+            continue;
+        }
+        let Some(array) = value.get_ref().as_array() else {
+            problems.push(Problem::new(
+                f,
+                line,
+                "`host` must be an array of tables",
+                "write each host as a [[host]] table",
+            ));
+            continue;
+        };
+        for item in array.iter() {
+            let line = line_of(text, item.span().start);
+            match item.get_ref().as_table() {
+                Some(table) => {
+                    if let Some(h) = parse_host(text, line, table, &mut problems) {
+                        hosts.push(h);
+                    }
+                }
+                None => problems.push(Problem::new(
+                    f,
+                    line,
+                    "a host must be a table",
+                    "write each host as a [[host]] table",
+                )),
+            }
+        }
+    }
+    problems.extend(check_unique(&hosts));
+    problems.sort_by_key(|p| p.line);
+    (hosts, problems)
+}
+
+fn parse_host(
+    text: &str,
+    header: usize,
+    t: &DeTable<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<Host> {
+    let f = INVENTORY;
+    let get = |k: &str| {
+        t.iter()
+            .find(|(key, _)| key.get_ref().as_ref() == k)
+            .map(|(_, v)| v)
+    };
+    let line_at = |v: &toml::Spanned<DeValue<'_>>| line_of(text, v.span().start);
+
+    for (key, _) in t.iter() {
+        let k = key.get_ref().as_ref();
+        if !HOST_KEYS.contains(&k) {
+            let hint = HOST_KEYS
+                .iter()
+                .find(|known| edit_distance(known, k) <= 2)
+                .map(|known| format!("did you mean `{known}`? "))
+                .unwrap_or_default();
+            problems.push(Problem::new(
+                f,
+                line_of(text, key.span().start),
+                format!("unknown key `{k}`"),
+                format!("{hint}a host may have: {}", HOST_KEYS.join(", ")),
+            ));
+        }
+    }
+
+    let mut string = |k: &str, required: bool| -> Option<(String, usize)> {
+        match get(k) {
+            None => {
+                if required {
+                    problems.push(Problem::new(
+                        f,
+                        header,
+                        format!("host has no `{k}`"),
+                        format!("add `{k} = \"…\"`"),
+                    ));
+                }
+                None
+            }
+            Some(v) => match v.get_ref().as_str() {
+                Some(s) => Some((s.to_string(), line_at(v))),
+                None => {
+                    problems.push(Problem::new(
+                        f,
+                        line_at(v),
+                        format!("`{k}` must be a string, not {}", v.get_ref().type_str()),
+                        format!("write `{k} = \"…\"`"),
+                    ));
+                    None
+                }
+            },
+        }
+    };
+    let name = string("name", true);
+    let model = string("model", true);
+    let address = string("address", true);
+    let user = string("user", false);
+    let build_host = string("build_host", false);
+    let wifi = string("wifi", false);
+
+    let mut ok = true;
+    let label = name
+        .as_ref()
+        .map(|(n, _)| n.as_str())
+        .unwrap_or("?")
+        .to_string();
+    if let Some((n, l)) = &name {
+        if let Err(why) = check_hostname(n) {
+            problems.push(Problem::new(
+                f,
+                *l,
+                format!("`{n}` is not a valid host name: {why}"),
+                "use 1-63 letters, digits and hyphens, not starting or ending with a hyphen (RFC 1123)",
+            ));
+            ok = false;
+        } else if n.ends_with("-sd") {
+            problems.push(Problem::new(
+                f,
+                *l,
+                format!("`{n}` ends in `-sd`, which the flake reserves for SD image names"),
+                "choose a name that does not end in `-sd`",
+            ));
+            ok = false;
+        }
+    }
+    let parsed_model = match &model {
+        Some((m, l)) => match Model::parse(m) {
+            Some(m) => Some(m),
+            None => {
+                problems.push(Problem::new(
+                    f,
+                    *l,
+                    format!("host `{label}`: unknown model `{m}`"),
+                    "use one of: pi3, pi4, zero2w",
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some((a, l)) = &address {
+        if !valid_address(a) {
+            problems.push(Problem::new(
+                f,
+                *l,
+                format!("host `{label}`: `{a}` is not an IP address or DNS name"),
+                "write the address SSH reaches the Pi at, e.g. \"192.168.1.41\" or \"pi.lan\"",
+            ));
+            ok = false;
+        }
+    }
+    if let Some((u, l)) = &user {
+        if !valid_user(u) {
+            problems.push(Problem::new(
+                f,
+                *l,
+                format!("host `{label}`: `{u}` is not a valid user name"),
+                "use lowercase letters, digits, `_` and `-`, starting with a letter or `_`",
+            ));
+            ok = false;
+        }
+    }
+    if let Some((s, l)) = &wifi {
+        if s.is_empty() || s.len() > 32 {
+            problems.push(Problem::new(
+                f,
+                *l,
+                format!("host `{label}`: Wi-Fi SSID must be 1 to 32 bytes"),
+                "write the network name as the Pi should see it",
+            ));
+            ok = false;
+        }
+    }
+    if let (Some(m), None) = (parsed_model, &wifi) {
+        if m.wifi_only() {
+            problems.push(Problem::new(
+                f,
+                header,
+                format!("host `{label}` is a {m}, which has no Ethernet: its first boot needs Wi-Fi"),
+                "add `wifi = \"<SSID>\"` (the password is given at `cargo xtask sd`, never stored in the repo)",
+            ));
+        }
+    }
+
+    let port = match get("port") {
+        None => 22,
+        Some(v) => match v
+            .get_ref()
+            .as_integer()
+            .and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
+        {
+            Some(p) if (1..=65535).contains(&p) => p as u16,
+            _ => {
+                problems.push(Problem::new(
+                    f,
+                    line_at(v),
+                    format!("host `{label}`: `port` must be a whole number from 1 to 65535"),
+                    "write e.g. `port = 22`",
+                ));
+                ok = false;
+                22
+            }
+        },
+    };
+
+    let mut tags = Vec::new();
+    if let Some(v) = get("tags") {
+        match v.get_ref().as_array() {
+            Some(items) => {
+                for item in items.iter() {
+                    match item.get_ref().as_str() {
+                        Some(s) if valid_tag(s) => tags.push(s.to_string()),
+                        _ => problems.push(Problem::new(
+                            f,
+                            line_at(item),
+                            format!("host `{label}`: a tag must be a string of letters, digits, `-` and `_`"),
+                            "write e.g. `tags = [\"docker\", \"garage\"]`",
+                        )),
+                    }
+                }
+            }
+            None => problems.push(Problem::new(
+                f,
+                line_at(v),
+                format!("host `{label}`: `tags` must be a list of strings"),
+                "write e.g. `tags = [\"docker\", \"garage\"]`",
+            )),
+        }
+    }
+
+    if !ok {
+        return None;
+    }
+    Some(Host {
+        name: name?.0,
+        model: parsed_model?,
+        address: address?.0,
+        user: user.map(|u| u.0).unwrap_or_else(|| "root".to_string()),
+        port,
+        tags,
+        build_host: build_host.map(|b| b.0),
+        wifi: wifi.map(|w| w.0),
+        line: header,
+    })
+}
+
+fn check_unique(hosts: &[Host]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(first) = hosts[..i].iter().find(|o| o.name == h.name) {
+            problems.push(Problem::new(
+                INVENTORY,
+                h.line,
+                format!(
+                    "host name `{}` is used twice (first at line {})",
+                    h.name, first.line
+                ),
+                "give every host its own name",
+            ));
+        }
+        if let Some(first) = hosts[..i]
+            .iter()
+            .find(|o| o.address.eq_ignore_ascii_case(&h.address) && o.port == h.port)
+        {
+            problems.push(Problem::new(
+                INVENTORY,
+                h.line,
+                format!(
+                    "address {}:{} of `{}` is already used by `{}` (line {})",
+                    h.address, h.port, h.name, first.name, first.line
+                ),
+                "give every host its own address (or its own SSH port)",
+            ));
+        }
+    }
+    problems
+}
+
+/// Non-empty, non-comment lines of an authorized_keys text, trimmed.
+pub fn key_lines(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+fn check_keys(lines: &[(usize, String)], hosts: &[Host]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut valid = 0;
+    for (n, l) in lines {
+        match sshkey::parse_line(l) {
+            Ok(_) => valid += 1,
+            Err(why) => problems.push(Problem::new(
+                KEYS,
+                *n,
+                format!("not a usable SSH public key: {why}"),
+                "delete this line and run `cargo xtask add-key [PATH.pub]`",
+            )),
+        }
+    }
+    if valid == 0 {
+        for h in hosts {
+            problems.push(Problem::new(
+                INVENTORY,
+                h.line,
+                format!(
+                    "host `{}`: the image would be unreachable: no admin SSH key in {KEYS}",
+                    h.name
+                ),
+                "run `cargo xtask add-key` (defaults to ~/.ssh/id_ed25519.pub)",
+            ));
+        }
+    }
+    problems
+}
+
+fn check_host_dirs(root: &Path, hosts: &[Host]) -> Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    for h in hosts {
+        let rel = format!("hosts/{}/default.nix", h.name);
+        if !root.join(&rel).is_file() {
+            problems.push(Problem::new(
+                INVENTORY,
+                h.line,
+                format!("host `{}` has no {rel}", h.name),
+                format!("create it (`cargo xtask new-host` writes one) or remove the host"),
+            ));
+        }
+    }
+    let dir = root.join("hosts");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !hosts.iter().any(|h| h.name == name) {
+            problems.push(Problem::new(
+                &format!("hosts/{name}"),
+                0,
+                format!("folder hosts/{name} has no [[host]] entry in {INVENTORY}"),
+                format!("add the host to {INVENTORY} or delete the folder"),
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// RFC 1123 label.
+pub fn check_hostname(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 63 {
+        return Err("it is longer than 63 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err("only letters, digits and hyphens are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("it starts or ends with a hyphen");
+    }
+    Ok(())
+}
+
+pub fn valid_address(a: &str) -> bool {
+    if a.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    a.len() <= 253
+        && a.trim_end_matches('.')
+            .split('.')
+            .all(|l| check_hostname(l).is_ok())
+}
+
+pub fn valid_user(u: &str) -> bool {
+    let mut bytes = u.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && u.len() <= 32
+}
+
+pub fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[host]]
+name = "rpi-box-01"
+model = "pi4"
+address = "192.168.1.41"
+tags = ["docker"]
+
+[[host]]
+name = "rpi-zero-01"
+model = "zero2w"
+address = "rpi-zero-01.lan"
+user = "pi"
+port = 2222
+wifi = "home"
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse_inventory(text).1
+    }
+
+    fn one(text: &str) -> Problem {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "expected one problem, got {p:#?}");
+        p.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn good_inventory_parses_with_defaults() {
+        let (hosts, p) = parse_inventory(GOOD);
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].user, "root");
+        assert_eq!(hosts[0].port, 22);
+        assert_eq!(hosts[0].line, 2);
+        assert_eq!(hosts[0].tags, vec!["docker"]);
+        assert_eq!(hosts[1].model, Model::Zero2w);
+        assert_eq!(hosts[1].port, 2222);
+        assert_eq!(hosts[1].destination(), "pi@rpi-zero-01.lan");
+        assert_eq!(hosts[1].wifi.as_deref(), Some("home"));
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let p = one("[[host]]\nname = \"a\"\nmodel = pi4\n");
+        assert_eq!(p.line, 3);
+        assert!(p.message.starts_with("not valid TOML"), "{p}");
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_right_one() {
+        let p = one(
+            "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"10.0.0.1\"\nadress = \"x\"\n",
+        );
+        assert_eq!(p.line, 5);
+        assert_eq!(p.message, "unknown key `adress`");
+        assert!(p.fix.contains("did you mean `address`?"), "{p}");
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let p = one("hots = 1\n");
+        assert_eq!(p.line, 1);
+        assert!(p.message.contains("unknown top-level key `hots`"));
+    }
+
+    #[test]
+    fn bad_model() {
+        let p = one("[[host]]\nname = \"a\"\nmodel = \"pi5\"\naddress = \"10.0.0.1\"\n");
+        assert_eq!(p.line, 3);
+        assert!(p.message.contains("unknown model `pi5`"), "{p}");
+        assert!(p.fix.contains("pi3, pi4, zero2w"));
+    }
+
+    #[test]
+    fn invalid_hostname() {
+        let p = one("[[host]]\nname = \"rpi_box\"\nmodel = \"pi4\"\naddress = \"10.0.0.1\"\n");
+        assert_eq!(p.line, 2);
+        assert!(p.message.contains("not a valid host name"), "{p}");
+        let p = one("[[host]]\nname = \"-x\"\nmodel = \"pi4\"\naddress = \"10.0.0.1\"\n");
+        assert!(p.message.contains("hyphen"), "{p}");
+    }
+
+    #[test]
+    fn sd_suffix_is_reserved() {
+        let p = one("[[host]]\nname = \"box-sd\"\nmodel = \"pi4\"\naddress = \"10.0.0.1\"\n");
+        assert!(p.message.contains("-sd"), "{p}");
+    }
+
+    #[test]
+    fn missing_fields_point_at_the_header() {
+        let p = problems("\n[[host]]\nname = \"a\"\n");
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p.iter().all(|p| p.line == 2));
+        assert!(p[0].message.contains("no `model`"));
+        assert!(p[1].message.contains("no `address`"));
+    }
+
+    #[test]
+    fn wrong_type() {
+        let p = one("[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = 10\n");
+        assert_eq!(p.line, 4);
+        assert!(p.message.contains("must be a string, not integer"), "{p}");
+    }
+
+    #[test]
+    fn bad_port() {
+        let p =
+            one("[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"10.0.0.1\"\nport = 70000\n");
+        assert_eq!(p.line, 5);
+        assert!(p.message.contains("port"));
+    }
+
+    #[test]
+    fn bad_address_and_user_and_tag() {
+        let p = problems(
+            "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"not an address\"\nuser = \"Root\"\ntags = [\"a b\"]\n",
+        );
+        let lines: Vec<usize> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![4, 5, 6], "{p:#?}");
+    }
+
+    #[test]
+    fn duplicate_names_and_addresses() {
+        let text = "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"10.0.0.1\"\n\n[[host]]\nname = \"a\"\nmodel = \"pi3\"\naddress = \"10.0.0.1\"\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].message.contains("used twice (first at line 1)"));
+        assert!(p[1].message.contains("already used by `a`"));
+        assert!(p.iter().all(|p| p.line == 6));
+    }
+
+    #[test]
+    fn same_address_other_port_is_fine() {
+        let text = "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"h.lan\"\n[[host]]\nname = \"b\"\nmodel = \"pi4\"\naddress = \"h.lan\"\nport = 2222\n";
+        assert!(problems(text).is_empty());
+    }
+
+    #[test]
+    fn zero2w_needs_wifi() {
+        let p = one("[[host]]\nname = \"z\"\nmodel = \"zero2w\"\naddress = \"10.0.0.9\"\n");
+        assert_eq!(p.line, 1);
+        assert!(p.message.contains("no Ethernet"), "{p}");
+    }
+
+    #[test]
+    fn no_keys_makes_every_host_unreachable() {
+        let (hosts, _) = parse_inventory(GOOD);
+        let p = check_keys(&key_lines("# nothing yet\n"), &hosts);
+        assert_eq!(p.len(), 2);
+        assert!(p[0].message.contains("the image would be unreachable"));
+        assert!(p[0].fix.contains("cargo xtask add-key"));
+        assert_eq!(p[1].line, hosts[1].line);
+    }
+
+    #[test]
+    fn placeholder_key_is_reported_with_its_line() {
+        let (hosts, _) = parse_inventory(GOOD);
+        let p = check_keys(
+            &key_lines("# keys\n\nssh-ed25519 AAAA...your-public-key\n"),
+            &hosts,
+        );
+        assert_eq!(p[0].file, KEYS);
+        assert_eq!(p[0].line, 3);
+        assert_eq!(p.len(), 3, "a placeholder is no key: {p:#?}");
+    }
+
+    #[test]
+    fn hostname_rules() {
+        assert!(check_hostname("rpi-box-01").is_ok());
+        assert!(check_hostname(&"a".repeat(64)).is_err());
+        assert!(valid_address("fe80::1"));
+        assert!(valid_address("pi.example.org"));
+        assert!(!valid_address("a..b"));
+    }
+}

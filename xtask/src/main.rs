@@ -1,0 +1,63 @@
+//! `cargo xtask`: the fleet's command line. This file only parses and
+//! dispatches; each subcommand lives in `cmd/<name>.rs`.
+
+mod cmd;
+mod exec;
+mod inventory;
+mod nix;
+mod repo;
+mod sshkey;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Define, build, flash and deploy a fleet of Raspberry Pis running NixOS.
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// The fleet repository to act on [default: this checkout]
+    #[arg(long, global = true, value_name = "DIR")]
+    flake: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the fleet: every host with its model, address, SSH user and tags
+    List(cmd::list::Args),
+    /// Find everything wrong with the fleet definition, with file:line and the fix
+    Check(cmd::check::Args),
+    /// Add an SSH public key to the admin keys every Pi accepts
+    AddKey(cmd::add_key::Args),
+    /// Add a Pi: its inventory entry and hosts/<name>/default.nix
+    NewHost(cmd::new_host::Args),
+    /// Print shell completions for bash, zsh or fish
+    Completions(cmd::completions::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let root = || repo::root(cli.flake.as_deref());
+    match cli.command {
+        Command::List(args) => cmd::list::run(&root()?, args),
+        Command::Check(args) => cmd::check::run(&root()?, args),
+        Command::AddKey(args) => cmd::add_key::run(&root()?, args),
+        Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+    }
+}
