@@ -210,6 +210,17 @@ impl Fleet {
     }
 }
 
+/// Where `cargo xtask sd` leaves a host's image: `out/<host>/<host>.img.zst`.
+pub fn image_path(root: &Path, host: &str) -> PathBuf {
+    root.join("out").join(host).join(format!("{host}.img.zst"))
+}
+
+/// What `cargo xtask sd` records about that image (JSON: commit, dirty,
+/// sha256, size, built): `out/<host>/<host>.img.json`.
+pub fn image_info_path(root: &Path, host: &str) -> PathBuf {
+    root.join("out").join(host).join(format!("{host}.img.json"))
+}
+
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
