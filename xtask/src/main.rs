@@ -3,10 +3,12 @@
 
 mod cmd;
 mod containers;
+mod deploy;
 mod exec;
 mod inventory;
 mod nix;
 mod repo;
+mod ssh;
 mod sshkey;
 
 use std::path::PathBuf;
@@ -42,6 +44,12 @@ enum Command {
     NewHost(cmd::new_host::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
+    /// Build, copy and activate hosts' systems, with automatic rollback
+    Deploy(cmd::deploy::Args),
+    /// Go back to a host's previous (or a given) generation, safely
+    Rollback(cmd::rollback::Args),
+    /// Show every host's state: reachable, version, generation, in sync with Git
+    Status(cmd::status::Args),
 }
 
 fn main() {
@@ -60,5 +68,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Deploy(args) => cmd::deploy::run(&root()?, args),
+        Command::Rollback(args) => cmd::rollback::run(&root()?, args),
+        Command::Status(args) => cmd::status::run(&root()?, args),
     }
 }

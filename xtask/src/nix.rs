@@ -99,3 +99,99 @@ mod tests {
         assert_eq!(error_line("error: boom", Path::new("/a.nix")), 0);
     }
 }
+
+/// `nix` with flakes enabled, as a `std::process::Command` (for commands
+/// whose output goes to a per-host log).
+pub fn command() -> std::process::Command {
+    let mut c = std::process::Command::new("nix");
+    c.args(["--extra-experimental-features", "nix-command flakes"]);
+    c
+}
+
+/// `<dir>#nixosConfigurations.<host>.config.<path>`.
+pub fn host_attr(dir: &Path, host: &str, path: &str) -> String {
+    flake_attr(dir, &format!("nixosConfigurations.{host}.config{path}"))
+}
+
+/// `nix eval --json <attr> --apply <fn>`.
+pub fn eval_apply(attr: &str, apply: &str) -> std::process::Command {
+    let mut c = command();
+    c.args(["eval", "--json"])
+        .arg(attr)
+        .args(["--apply", apply]);
+    c
+}
+
+/// `nix build --no-link --json <attr>` (the JSON names the output path on
+/// Nix 2.8 and current Nix alike).
+pub fn build(attr: &str) -> std::process::Command {
+    let mut c = command();
+    c.args(["build", "--no-link", "--json"]).arg(attr);
+    c
+}
+
+/// The `out` path in `nix build --json` output.
+pub fn built_path(json: &str) -> Result<String> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .with_context(|| format!("nix build printed something that is not JSON: {json}"))?;
+    v.get(0)
+        .and_then(|b| b.get("outputs"))
+        .and_then(|o| o.get("out"))
+        .and_then(|p| p.as_str())
+        .map(String::from)
+        .with_context(|| format!("nix build printed no output path: {json}"))
+}
+
+/// `nix path-info --json -r <path>`: every path of the closure.
+pub fn closure_info(path: &str) -> std::process::Command {
+    let mut c = command();
+    c.args(["path-info", "--json", "-r"]).arg(path);
+    c
+}
+
+/// (path, NAR size) for each path of `nix path-info --json` output: a list
+/// on Nix 2.8, an object keyed by path on newer Nix.
+pub fn nar_sizes(json: &str) -> Result<Vec<(String, u64)>> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .with_context(|| format!("nix path-info printed something that is not JSON: {json}"))?;
+    let size = |i: &serde_json::Value| i.get("narSize").and_then(|s| s.as_u64()).unwrap_or(0);
+    Ok(match &v {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), size(i))))
+            .collect(),
+        serde_json::Value::Object(map) => map.iter().map(|(p, i)| (p.clone(), size(i))).collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// `nix copy --to ssh://<dest> --substitute-on-destination <path>`: the
+/// target fetches what it can from its binary caches, the rest comes from
+/// here. `ssh://` (the protocol of nix-copy-closure) works with every Nix
+/// on either side.
+pub fn copy_to(dest: &str, sshopts: &str, path: &str) -> std::process::Command {
+    let mut c = command();
+    c.env("NIX_SSHOPTS", sshopts)
+        .args(["copy", "--to"])
+        .arg(format!("ssh://{dest}"))
+        .arg("--substitute-on-destination")
+        .arg(path);
+    c
+}
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::*;
+
+    #[test]
+    fn parses_build_and_path_info() {
+        assert_eq!(
+            built_path(r#"[{"drvPath":"/nix/store/a.drv","outputs":{"out":"/nix/store/b"}}]"#)
+                .unwrap(),
+            "/nix/store/b"
+        );
+        let old = nar_sizes(r#"[{"path":"/nix/store/a","narSize":10}]"#).unwrap();
+        let new = nar_sizes(r#"{"/nix/store/a":{"narSize":10}}"#).unwrap();
+        assert_eq!(old, new);
+    }
+}

@@ -3,5 +3,8 @@
 pub mod add_key;
 pub mod check;
 pub mod completions;
+pub mod deploy;
 pub mod list;
 pub mod new_host;
+pub mod rollback;
+pub mod status;

@@ -1,0 +1,125 @@
+//! `cargo xtask deploy`: build, copy and activate hosts' systems in
+//! parallel, with preflight, the lock-out guard, an automatic rollback
+//! unless confirmed over a fresh SSH connection, and a health check.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::deploy::host::{self, Action, Ctx};
+use crate::deploy::{self, Log, Progress};
+use crate::inventory::Fleet;
+use crate::ssh::{self, Ssh};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hosts to deploy (names from hosts/fleet.toml)
+    hosts: Vec<String>,
+    /// Deploy every host
+    #[arg(long, conflicts_with = "hosts")]
+    all: bool,
+    /// Deploy the hosts with this tag (repeat for more tags)
+    #[arg(long, value_name = "T")]
+    tag: Vec<String>,
+    /// Hosts deployed at the same time
+    #[arg(long, short, value_name = "N", default_value_t = 4)]
+    jobs: usize,
+    /// Only make the new system the default at next boot (no activation now)
+    #[arg(long)]
+    boot: bool,
+    /// Build on this aarch64 machine (SSH destination) instead of here
+    #[arg(long, value_name = "SSH")]
+    build_host: Option<String>,
+    /// Seconds the Pi waits for a confirmation over a new SSH connection before rolling back
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    confirm_timeout: u64,
+    /// Seconds to wait for declared containers to run after activation
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    health_timeout: u64,
+    /// Seconds to wait for a Pi to answer SSH
+    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
+    connect_timeout: u64,
+    /// Start no further host after the first failure
+    #[arg(long)]
+    fail_fast: bool,
+    /// Print every command per host and run none
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(root: &Path, args: Args) -> Result<()> {
+    let fleet = Fleet::load(root)?;
+    let hosts = deploy::select(&fleet, &args.hosts, args.all, &args.tag)?;
+    if args.confirm_timeout < 5 {
+        bail!("--confirm-timeout must be at least 5 seconds, so a working Pi can be confirmed");
+    }
+    let ssh = Ssh::new(args.connect_timeout)?;
+    let ctx = Ctx {
+        root,
+        ssh: &ssh,
+        action: if args.boot {
+            Action::Boot
+        } else {
+            Action::Switch
+        },
+        confirm_timeout: args.confirm_timeout,
+        health_timeout: args.health_timeout,
+        build_host: args.build_host,
+        commit: deploy::git_commit(root),
+        token: format!("deploy-{}-{}", deploy::unix_now(), std::process::id()),
+    };
+    if args.dry_run {
+        for h in &hosts {
+            println!("# {} ({}:{})", h.name, h.destination(), h.port);
+            for line in host::plan(&ctx, h, None) {
+                println!("{line}");
+            }
+            println!();
+        }
+        print_scripts();
+        return Ok(());
+    }
+    let logs = deploy::log_dir(root, "deploy")?;
+    let tty = deploy::tty() && hosts.len() > 1;
+    let progress = Progress::new(hosts.iter().map(|h| h.name.clone()).collect(), tty);
+    let outcomes = deploy::parallel(
+        hosts.len(),
+        args.jobs,
+        args.fail_fast,
+        &|i| {
+            let h = &hosts[i];
+            let log = match Log::new(&logs, &h.name, !tty) {
+                Ok(l) => l,
+                Err(e) => {
+                    return deploy::Outcome {
+                        ok: false,
+                        result: format!("{e:#}"),
+                        old: None,
+                        new: None,
+                        duration: Default::default(),
+                    };
+                }
+            };
+            let step = |s: &str| {
+                log.line(&format!("== {s}"));
+                progress.set(i, s);
+            };
+            let o = host::deploy(&ctx, h, &log, &step);
+            log.line(&format!("== result: {}", o.result));
+            progress.set(i, if o.ok { "done" } else { "FAILED" });
+            o
+        },
+        &|o| !o.ok,
+    );
+    deploy::summary("deploy", &hosts, &outcomes, &logs)
+}
+
+/// The remote scripts the printed commands name.
+pub fn print_scripts() {
+    use crate::deploy::remote;
+    println!("# <PROBE> is:\n{}", remote::PROBE);
+    println!(
+        "# <HELPER> (written to /run/pi-nixos/<run>/run) is:\n{}",
+        remote::HELPER
+    );
+}

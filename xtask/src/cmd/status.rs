@@ -1,0 +1,371 @@
+//! `cargo xtask status`: every host's state, in parallel: reachable, NixOS
+//! version, generation and its date, running system versus what the Git
+//! tree builds, failed units, containers, uptime, the SD image built for it.
+//!
+//! In sync / outdated / drifted / unknown, from three store paths: the one
+//! the current tree builds (`nix eval`, no build), the one running
+//! (`/run/current-system`) and the one the last deploy recorded on the host
+//! (`/var/lib/pi-nixos/deployed`):
+//! - in sync: running = what the tree builds;
+//! - outdated: running = last deploy, but the tree builds something else
+//!   (the repo moved on: deploy);
+//! - drifted: running ≠ last deploy (changed on the host by hand, e.g. a
+//!   local nixos-rebuild or rollback);
+//! - unknown: the tree cannot be evaluated, or it differs and the host was
+//!   never deployed by this tool.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::deploy::remote::{self, Facts};
+use crate::deploy::{self, date, human_duration};
+use crate::inventory::{self, Fleet, Host};
+use crate::ssh::{self, Ssh, Target};
+use crate::{containers, nix};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hosts to show [default: all]
+    hosts: Vec<String>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for a Pi to answer SSH
+    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
+    connect_timeout: u64,
+    /// Do not evaluate the flake (the sync column says unknown)
+    #[arg(long)]
+    no_eval: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Status {
+    pub host: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub nixos_version: Option<String>,
+    pub generation: Option<u64>,
+    pub generation_date: Option<String>,
+    pub running: Option<String>,
+    pub expected: Option<String>,
+    /// in sync | outdated | drifted | unknown
+    pub sync: String,
+    pub sync_reason: String,
+    pub deployed_commit: Option<String>,
+    pub failed_units: Vec<String>,
+    pub containers_running: usize,
+    pub containers_declared: usize,
+    pub uptime_seconds: Option<f64>,
+    pub sd_image: Option<serde_json::Value>,
+}
+
+pub fn run(root: &Path, args: Args) -> Result<()> {
+    let fleet = Fleet::load(root)?;
+    let hosts = if args.hosts.is_empty() {
+        fleet.hosts.clone()
+    } else {
+        deploy::select(&fleet, &args.hosts, false, &[])?
+    };
+    let ssh = Ssh::new(args.connect_timeout)?;
+    let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let (expected, facts) = std::thread::scope(|s| {
+        let eval = s.spawn(|| {
+            if args.no_eval {
+                Err(anyhow::anyhow!("--no-eval"))
+            } else {
+                expected_paths(root, &names)
+            }
+        });
+        let facts = deploy::parallel(
+            hosts.len(),
+            32,
+            false,
+            &|i| probe(root, &ssh, &hosts[i]),
+            &|_| false,
+        );
+        (
+            eval.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("eval panicked"))),
+            facts,
+        )
+    });
+    let eval_error = expected.as_ref().err().map(|e| format!("{e:#}"));
+    let expected = expected.unwrap_or_default();
+    let rows: Vec<Status> = hosts
+        .iter()
+        .zip(facts)
+        .map(|(h, f)| {
+            let f = f.unwrap_or_else(|| Err(anyhow::anyhow!("not probed")));
+            status(
+                root,
+                h,
+                f,
+                expected.get(&h.name).cloned().flatten(),
+                eval_error.as_deref(),
+            )
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    print(&rows);
+    if let Some(e) = eval_error.filter(|_| !args.no_eval) {
+        eprintln!(
+            "note: the Git tree could not be evaluated, so sync is unknown: {}",
+            nix::error_summary(&e)
+        );
+    }
+    Ok(())
+}
+
+/// One `nix eval` for every host's toplevel path (evaluation only).
+fn expected_paths(root: &Path, names: &[String]) -> Result<BTreeMap<String, Option<String>>> {
+    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let apply = String::from(
+        "cs: builtins.listToAttrs (map (n: { name = n; value = let r = builtins.tryEval (cs.${n}.config.system.build.toplevel.outPath or null); in if r.success then r.value else null; }) [ ",
+    ) + &list.join(" ")
+        + " ])";
+    let mut cmd = nix::eval_apply(&nix::flake_attr(root, "nixosConfigurations"), &apply);
+    eprintln!("$ {}", ssh::show(&cmd));
+    let out = cmd.output().context("cannot run nix")?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(serde_json::from_slice(&out.stdout).context("nix eval printed something unexpected")?)
+}
+
+fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {
+    let t = Target::of(h);
+    let declared: Vec<String> = containers::read(root, &h.name)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let limit = Duration::from_secs(ssh.connect_timeout + 10);
+    let mut cmd = ssh.fresh_command(&t, remote::PROBE, &[&declared.join(" ")]);
+    let out = ssh::output_within(&mut cmd, limit)?;
+    if out.status.success() {
+        return Ok(remote::parse_probe(&String::from_utf8_lossy(&out.stdout)));
+    }
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let failure = ssh::classify(&err);
+    if failure == ssh::Failure::UnknownHostKey {
+        // First contact: ask about the key, then probe again.
+        ssh.connect(&t, &|c| eprintln!("$ {}", ssh::show(c)))?;
+        ssh.disconnect(&t);
+        let out = ssh::output_within(
+            &mut ssh.fresh_command(&t, remote::PROBE, &[&declared.join(" ")]),
+            limit,
+        )?;
+        if out.status.success() {
+            return Ok(remote::parse_probe(&String::from_utf8_lossy(&out.stdout)));
+        }
+        anyhow::bail!("{}", deploy::last_words(&out));
+    }
+    anyhow::bail!("{}", failure.message(&t, ssh.connect_timeout, &err))
+}
+
+fn status(
+    root: &Path,
+    h: &Host,
+    f: Result<Facts>,
+    expected: Option<String>,
+    eval_error: Option<&str>,
+) -> Status {
+    let declared = containers::read(root, &h.name)
+        .map(|c| c.len())
+        .unwrap_or(0);
+    let sd_image = std::fs::read_to_string(inventory::image_info_path(root, &h.name))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let mut s = Status {
+        host: h.name.clone(),
+        reachable: false,
+        error: None,
+        nixos_version: None,
+        generation: None,
+        generation_date: None,
+        running: None,
+        expected: expected.clone(),
+        sync: "unknown".into(),
+        sync_reason: String::new(),
+        deployed_commit: None,
+        failed_units: Vec::new(),
+        containers_running: 0,
+        containers_declared: declared,
+        uptime_seconds: None,
+        sd_image,
+    };
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => {
+            s.error = Some(format!("{e:#}"));
+            s.sync_reason = "unreachable".into();
+            return s;
+        }
+    };
+    s.reachable = true;
+    s.nixos_version = Some(f.version.clone()).filter(|v| !v.is_empty());
+    s.generation = f.profile_generation;
+    s.generation_date = f
+        .profile_generation
+        .and_then(|g| f.generation_time(g))
+        .map(date);
+    s.running = Some(f.current.clone()).filter(|c| !c.is_empty());
+    s.deployed_commit = f.deployed.get("commit").cloned();
+    s.failed_units = f.failed.clone();
+    s.containers_running = f.running.len();
+    s.uptime_seconds = f.uptime_secs;
+    let (sync, why) = sync(expected.as_deref(), &f, eval_error);
+    s.sync = sync.into();
+    s.sync_reason = why;
+    s
+}
+
+/// In sync / outdated / drifted / unknown, and why (see the module docs).
+pub fn sync(expected: Option<&str>, f: &Facts, eval_error: Option<&str>) -> (&'static str, String) {
+    let Some(exp) = expected else {
+        return (
+            "unknown",
+            if eval_error.is_some() {
+                "the Git tree could not be evaluated".into()
+            } else {
+                "the Git tree builds no system for this host".into()
+            },
+        );
+    };
+    if f.current == exp {
+        return ("in sync", "runs what the Git tree builds".into());
+    }
+    match f.deployed.get("path") {
+        Some(p) if *p == f.current => (
+            "outdated",
+            format!(
+                "runs the last deploy (commit {}); the Git tree builds something newer: deploy",
+                f.deployed.get("commit").map(String::as_str).unwrap_or("?")
+            ),
+        ),
+        Some(p) => (
+            "drifted",
+            format!(
+                "runs {} but the last deploy installed {p}: changed on the host by hand",
+                f.current
+            ),
+        ),
+        None => (
+            "unknown",
+            "never deployed with cargo xtask deploy, and differs from the Git tree".into(),
+        ),
+    }
+}
+
+fn print(rows: &[Status]) {
+    let table: Vec<[String; 9]> = rows
+        .iter()
+        .map(|s| {
+            if !s.reachable {
+                return [
+                    s.host.clone(),
+                    "unreachable".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("-/{}", s.containers_declared),
+                    "-".into(),
+                    image(s),
+                ];
+            }
+            [
+                s.host.clone(),
+                "up".into(),
+                s.nixos_version.clone().unwrap_or_else(|| "?".into()),
+                match (s.generation, &s.generation_date) {
+                    (Some(g), Some(d)) => format!("{g} ({d})"),
+                    (Some(g), None) => g.to_string(),
+                    _ => "?".into(),
+                },
+                s.sync.clone(),
+                s.failed_units.len().to_string(),
+                format!("{}/{}", s.containers_running, s.containers_declared),
+                s.uptime_seconds
+                    .map(human_duration)
+                    .unwrap_or_else(|| "?".into()),
+                image(s),
+            ]
+        })
+        .collect();
+    crate::cmd::list::print_table(
+        &[
+            "HOST",
+            "STATE",
+            "NIXOS",
+            "GENERATION",
+            "GIT",
+            "FAILED",
+            "CONTAINERS",
+            "UPTIME",
+            "SD IMAGE",
+        ],
+        &table,
+    );
+    for s in rows {
+        if let Some(e) = &s.error {
+            println!("{}: {e}", s.host);
+        } else if s.sync != "in sync" {
+            println!("{}: {}: {}", s.host, s.sync, s.sync_reason);
+        }
+        if !s.failed_units.is_empty() {
+            println!("{}: failed units: {}", s.host, s.failed_units.join(", "));
+        }
+    }
+}
+
+fn image(s: &Status) -> String {
+    let Some(v) = &s.sd_image else {
+        return "-".into();
+    };
+    let commit = v.get("commit").and_then(|c| c.as_str()).unwrap_or("?");
+    let short: String = commit.chars().take(12).collect();
+    let dirty = if v.get("dirty").and_then(|d| d.as_bool()) == Some(true) {
+        "-dirty"
+    } else {
+        ""
+    };
+    format!("{short}{dirty}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(current: &str, deployed: Option<&str>) -> Facts {
+        let mut f = Facts {
+            current: current.into(),
+            ..Default::default()
+        };
+        if let Some(d) = deployed {
+            f.deployed.insert("path".into(), d.into());
+        }
+        f
+    }
+
+    #[test]
+    fn sync_states() {
+        assert_eq!(sync(Some("/a"), &facts("/a", None), None).0, "in sync");
+        assert_eq!(
+            sync(Some("/b"), &facts("/a", Some("/a")), None).0,
+            "outdated"
+        );
+        assert_eq!(
+            sync(Some("/b"), &facts("/c", Some("/a")), None).0,
+            "drifted"
+        );
+        assert_eq!(sync(Some("/b"), &facts("/a", None), None).0, "unknown");
+        assert_eq!(sync(None, &facts("/a", Some("/a")), Some("x")).0, "unknown");
+    }
+}

@@ -1,0 +1,275 @@
+//! What runs on the Pi: the probe (facts for preflight, health and status)
+//! and the activation helper with its rollback watchdog. Both are plain
+//! POSIX sh with their values passed as arguments, never spliced in.
+
+use std::collections::BTreeMap;
+
+/// The system profile NixOS boots and switches from.
+pub const PROFILE: &str = "/nix/var/nix/profiles/system";
+/// Per-deploy state on the target (tmpfs: gone after a reboot).
+pub const STATE: &str = "/run/pi-nixos";
+
+/// Prints `key=value` lines about the system; `$1` lists declared containers
+/// (space separated) whose systemd units to check.
+pub const PROBE: &str = r#"p=/nix/var/nix/profiles/system
+echo "arch=$(uname -m)"
+[ -e /etc/NIXOS ] && echo nixos=1
+[ -d /run/systemd/system ] && echo systemd=1
+echo "current=$(readlink -f /run/current-system 2>/dev/null)"
+echo "profile=$(readlink $p 2>/dev/null)"
+echo "profile_path=$(readlink -f $p 2>/dev/null)"
+echo "version=$(cat /run/current-system/nixos-version 2>/dev/null)"
+echo "uptime=$(cut -d' ' -f1 /proc/uptime)"
+echo "df=$(df -Pk /nix/store 2>/dev/null | tail -n 1)"
+for g in /nix/var/nix/profiles/system-*-link; do
+  [ -L "$g" ] && echo "gen=${g##*/} $(stat -c %Y "$g")"
+done
+if [ -d /run/systemd/system ]; then
+  systemctl list-units --state=failed --plain --no-legend --no-pager 2>/dev/null | while read -r u rest; do echo "failed=$u"; done
+  for c in $1; do
+    for b in docker podman; do
+      systemctl is-active --quiet "$b-$c.service" 2>/dev/null && echo "running=$c"
+    done
+  done
+fi
+command -v docker >/dev/null 2>&1 && docker ps --format '{{.Names}}' 2>/dev/null | sed 's/^/running=/'
+[ -r /var/lib/pi-nixos/deployed ] && sed 's/^/deployed_/' /var/lib/pi-nixos/deployed
+true
+"#;
+
+/// The activation helper, written to `/run/pi-nixos/<token>/run`.
+///
+/// - `activate DIR ACTION HOW TARGET OLD TIMEOUT`: sets the system profile
+///   (HOW=set: to store path TARGET; HOW=gen: to generation TARGET), runs the
+///   new system's `switch-to-configuration ACTION`; on failure rolls back to
+///   generation OLD at once; on success (switch) arms the watchdog: a
+///   transient timer that rolls back after TIMEOUT seconds unless confirmed.
+/// - `confirm DIR`: cancels the watchdog (over a fresh SSH connection).
+/// - `timeout DIR OLD`: what the watchdog runs.
+/// - `rollback DIR OLD`: roll back now (health check failed).
+///
+/// `DIR/decided` is created by whichever of confirm and timeout comes first
+/// (`mkdir` is atomic), so a late confirmation never races a rollback.
+pub const HELPER: &str = r#"#!/bin/sh
+# pi-nixos deploy helper: activation with an automatic rollback.
+set -u
+p=/nix/var/nix/profiles/system
+cmd=$1; d=$2
+tok=${d##*/}
+log() { echo "pi-nixos: $*"; }
+rollback() {
+  log "rolling back to generation $1"
+  nix-env -p "$p" --switch-generation "$1" || return 1
+  "$(readlink -f "$p")/bin/switch-to-configuration" switch
+}
+arm() {
+  if [ -d /run/systemd/system ]; then
+    systemd-run --quiet --collect --unit="pi-nixos-rollback-$tok" \
+      --on-active="${1}s" --timer-property=AccuracySec=100ms \
+      -E PATH -E LOCALE_ARCHIVE \
+      --description="pi-nixos: roll back unless the deploy is confirmed" \
+      /bin/sh "$d/run" timeout "$d" "$2"
+  else
+    setsid /bin/sh -c 'sleep "$1"; exec /bin/sh "$2/run" timeout "$2" "$3"' \
+      sh "$1" "$d" "$2" </dev/null >/dev/null 2>&1 &
+  fi
+}
+case $cmd in
+activate)
+  action=$3; how=$4; target=$5; old=$6; timeout=$7
+  if [ "$how" = set ]; then
+    nix-env -p "$p" --set "$target" || exit 10
+  else
+    nix-env -p "$p" --switch-generation "$target" || exit 10
+  fi
+  new=$(readlink "$p"); new=${new#system-}; new=${new%-link}
+  echo "new_generation=$new"
+  sys=$(readlink -f "$p")
+  if [ "$action" = boot ]; then
+    if "$sys/bin/switch-to-configuration" boot; then exit 0; fi
+    log "switch-to-configuration boot failed; the profile goes back to generation $old"
+    nix-env -p "$p" --switch-generation "$old"
+    "$(readlink -f "$p")/bin/switch-to-configuration" boot
+    exit 12
+  fi
+  if "$sys/bin/switch-to-configuration" switch; then
+    arm "$timeout" "$old" || log "cannot arm the watchdog"
+    touch "$d/armed"
+    log "activated generation $new; it rolls back to $old in ${timeout}s unless confirmed"
+    exit 0
+  fi
+  log "switch-to-configuration switch failed"
+  mkdir "$d/decided" 2>/dev/null
+  if rollback "$old"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; fi
+  exit 12
+  ;;
+confirm)
+  [ -e "$d/armed" ] || { echo pending; exit 0; }
+  if mkdir "$d/decided" 2>/dev/null; then
+    echo confirmed > "$d/result"
+    systemctl stop "pi-nixos-rollback-$tok.timer" >/dev/null 2>&1
+    echo confirmed
+  else
+    cat "$d/result" 2>/dev/null || echo rolling-back
+  fi
+  ;;
+timeout)
+  mkdir "$d/decided" 2>/dev/null || exit 0
+  echo rolling-back > "$d/result"
+  log "no confirmation arrived"
+  if rollback "$3"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; exit 1; fi
+  ;;
+rollback)
+  mkdir "$d/decided" 2>/dev/null
+  if rollback "$3"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; exit 1; fi
+  ;;
+esac
+"#;
+
+/// Writes the helper (from stdin) into a fresh `DIR`.
+pub const INSTALL: &str = r#"umask 077; mkdir -p /run/pi-nixos && mkdir "$1" && cat > "$1/run""#;
+
+/// Runs `DIR/run activate …` the way nixos-rebuild runs
+/// switch-to-configuration: in a transient unit that outlives the SSH
+/// connection, or plainly when the target has no systemd.
+pub const ACTIVATE: &str = r#"d=$1; shift
+if [ -d /run/systemd/system ]; then
+  exec systemd-run -E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E PATH --collect --no-ask-password --pipe --quiet --service-type=exec --unit=nixos-rebuild-switch-to-configuration /bin/sh "$d/run" activate "$d" "$@"
+fi
+exec /bin/sh "$d/run" activate "$d" "$@""#;
+
+/// Runs a helper subcommand: `sh DIR/run CMD DIR ARGS…`.
+pub const CALL: &str = r#"c=$1; d=$2; shift 2; exec /bin/sh "$d/run" "$c" "$d" "$@""#;
+
+/// Records a successful deploy; `$1` is the record's text.
+pub const WRITE_RECORD: &str = r#"mkdir -p /var/lib/pi-nixos && printf '%s\n' "$1" > /var/lib/pi-nixos/deployed.new && mv /var/lib/pi-nixos/deployed.new /var/lib/pi-nixos/deployed"#;
+
+/// Prints the store paths (read from stdin, one a line) the target lacks.
+pub const MISSING: &str = r#"xargs nix-store --check-validity --print-invalid"#;
+
+/// Facts the probe found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    pub arch: String,
+    pub nixos: bool,
+    pub systemd: bool,
+    pub current: String,
+    pub profile_generation: Option<u64>,
+    pub profile_path: String,
+    pub version: String,
+    pub uptime_secs: Option<f64>,
+    pub free_kib: Option<u64>,
+    /// (generation, unix time of the profile link)
+    pub generations: Vec<(u64, i64)>,
+    pub failed: Vec<String>,
+    pub running: Vec<String>,
+    /// The target's deploy record (path, commit, time, …).
+    pub deployed: BTreeMap<String, String>,
+}
+
+/// `system-12-link` → 12.
+pub fn generation_of(link: &str) -> Option<u64> {
+    link.strip_prefix("system-")?
+        .strip_suffix("-link")?
+        .parse()
+        .ok()
+}
+
+pub fn parse_probe(text: &str) -> Facts {
+    let mut f = Facts::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "arch" => f.arch = v.into(),
+            "nixos" => f.nixos = true,
+            "systemd" => f.systemd = true,
+            "current" => f.current = v.into(),
+            "profile" => f.profile_generation = generation_of(v),
+            "profile_path" => f.profile_path = v.into(),
+            "version" => f.version = v.into(),
+            "uptime" => f.uptime_secs = v.split_whitespace().next().and_then(|w| w.parse().ok()),
+            "df" => f.free_kib = v.split_whitespace().nth(3).and_then(|s| s.parse().ok()),
+            "gen" => {
+                let mut w = v.split_whitespace();
+                if let (Some(g), Some(t)) = (w.next().and_then(generation_of), w.next()) {
+                    f.generations.push((g, t.parse().unwrap_or(0)));
+                }
+            }
+            "failed" => f.failed.push(v.trim_start_matches('●').trim().into()),
+            "running" => {
+                if !f.running.iter().any(|r| r == v) {
+                    f.running.push(v.into())
+                }
+            }
+            _ => {
+                if let Some(key) = k.strip_prefix("deployed_") {
+                    f.deployed.insert(key.into(), v.into());
+                }
+            }
+        }
+    }
+    f.generations.sort();
+    f
+}
+
+impl Facts {
+    /// The Nix system name of the target (`uname -m` → `aarch64-linux`).
+    pub fn nix_system(&self) -> String {
+        let arch = match self.arch.as_str() {
+            "arm64" => "aarch64",
+            "armv7l" | "armv6l" => self.arch.as_str(),
+            "i686" | "i386" => "i686",
+            a => a,
+        };
+        format!("{arch}-linux")
+    }
+
+    /// Date (unix time) of a generation.
+    pub fn generation_time(&self, g: u64) -> Option<i64> {
+        self.generations
+            .iter()
+            .find(|(n, _)| *n == g)
+            .map(|(_, t)| *t)
+    }
+
+    /// The generation before `g` that still exists.
+    pub fn previous(&self, g: u64) -> Option<u64> {
+        self.generations
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n < g)
+            .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "arch=aarch64\nnixos=1\nsystemd=1\ncurrent=/nix/store/abc-nixos-system-pi\nprofile=system-3-link\nprofile_path=/nix/store/abc-nixos-system-pi\nversion=26.05.20260101.abc (Yarara)\nuptime=1234.56 100.0\ndf=/dev/mmcblk0p2 29000000 5000000 24000000 18% /\ngen=system-2-link 1700000000\ngen=system-3-link 1700001000\nfailed=● foo.service\nrunning=web\nrunning=web\ndeployed_path=/nix/store/abc-nixos-system-pi\ndeployed_commit=abcdef\n";
+
+    #[test]
+    fn parses_probe() {
+        let f = parse_probe(SAMPLE);
+        assert!(f.nixos && f.systemd);
+        assert_eq!(f.nix_system(), "aarch64-linux");
+        assert_eq!(f.profile_generation, Some(3));
+        assert_eq!(f.free_kib, Some(24000000));
+        assert_eq!(f.generations, vec![(2, 1700000000), (3, 1700001000)]);
+        assert_eq!(f.previous(3), Some(2));
+        assert_eq!(f.previous(2), None);
+        assert_eq!(f.failed, vec!["foo.service"]);
+        assert_eq!(f.running, vec!["web"]);
+        assert_eq!(f.deployed["commit"], "abcdef");
+        assert_eq!(f.uptime_secs, Some(1234.56));
+    }
+
+    #[test]
+    fn generation_names() {
+        assert_eq!(generation_of("system-12-link"), Some(12));
+        assert_eq!(generation_of("per-user"), None);
+    }
+}

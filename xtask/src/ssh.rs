@@ -1,0 +1,578 @@
+//! SSH, decided once: every connection to a Pi goes through here.
+//!
+//! - `BatchMode=yes`: never a password prompt that would hang a parallel run;
+//! - `StrictHostKeyChecking=yes`: an unknown host key is shown with its
+//!   fingerprint and the user is asked; a changed key is refused;
+//! - one master connection per host (`ControlMaster`) in a private temp dir,
+//!   reused by every command and by `nix copy` (through `NIX_SSHOPTS`);
+//! - keepalives and a connect timeout, so a dead Pi never hangs a run;
+//! - remote commands are `sh -c <script> sh <args…>` with every argument
+//!   single-quoted here, so no caller builds a shell string by hand.
+//!
+//! `PI_NIXOS_SSH_CONFIG=<file>` makes every ssh call use that ssh_config
+//! instead of `~/.ssh/config` (a fleet-specific key or known_hosts file).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Environment variable naming an ssh_config file to use instead of ~/.ssh/config.
+pub const CONFIG_ENV: &str = "PI_NIXOS_SSH_CONFIG";
+
+/// Default seconds to wait for a Pi to answer.
+pub const CONNECT_TIMEOUT: u64 = 5;
+
+/// Serialises host key questions between parallel hosts.
+static ASK: Mutex<()> = Mutex::new(());
+
+/// Where an SSH connection goes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub user: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn of(h: &crate::inventory::Host) -> Target {
+        Target {
+            name: h.name.clone(),
+            user: h.user.clone(),
+            address: h.address.clone(),
+            port: h.port,
+        }
+    }
+
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user, self.address)
+    }
+
+    /// How known_hosts names this host: `addr` or `[addr]:port`.
+    pub fn known_hosts_name(&self) -> String {
+        if self.port == 22 {
+            self.address.clone()
+        } else {
+            format!("[{}]:{}", self.address, self.port)
+        }
+    }
+}
+
+/// POSIX single-quoting: the word reaches the remote program unchanged.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A command as a shell would show it.
+pub fn show(cmd: &Command) -> String {
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| {
+            v.map(|v| format!("{}={}", k.to_string_lossy(), quote(&v.to_string_lossy())))
+        })
+        .collect();
+    parts.push(quote(&cmd.get_program().to_string_lossy()));
+    parts.extend(cmd.get_args().map(|a| quote(&a.to_string_lossy())));
+    parts.join(" ")
+}
+
+/// The remote command line for `sh -c script sh args…`, as root
+/// (through `sudo -n` when the SSH user is not root).
+pub fn remote_command(user: &str, script: &str, args: &[&str]) -> String {
+    let mut words = Vec::new();
+    if user != "root" {
+        words.extend(["sudo", "-n"].map(String::from));
+    }
+    words.extend(["sh", "-c"].map(String::from));
+    words.push(quote(script));
+    words.push("sh".into());
+    words.extend(args.iter().map(|a| quote(a)));
+    words.join(" ")
+}
+
+/// The SSH settings of one run: options, connect timeout and the private
+/// folder that holds the master connections' sockets.
+pub struct Ssh {
+    config: Option<PathBuf>,
+    pub connect_timeout: u64,
+    dir: PathBuf,
+}
+
+impl Ssh {
+    pub fn new(connect_timeout: u64) -> Result<Ssh> {
+        let dir = private_dir()?;
+        Ok(Ssh {
+            config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
+            connect_timeout,
+            dir,
+        })
+    }
+
+    /// Options shared by every ssh call (and by `nix copy` through NIX_SSHOPTS):
+    /// no word contains a space.
+    fn options(&self, port: Option<u16>) -> Vec<String> {
+        self.options_with(port, "no", &format!("{}/%C", self.dir.display()))
+    }
+
+    /// ssh takes the first value given for an option, so the connection
+    /// sharing options are chosen here, never appended later.
+    fn options_with(&self, port: Option<u16>, master: &str, path: &str) -> Vec<String> {
+        let mut o = Vec::new();
+        if let Some(c) = &self.config {
+            o.push("-F".to_string());
+            o.push(c.display().to_string());
+        }
+        for opt in [
+            "BatchMode=yes".to_string(),
+            "StrictHostKeyChecking=yes".to_string(),
+            format!("ConnectTimeout={}", self.connect_timeout),
+            "ServerAliveInterval=5".to_string(),
+            "ServerAliveCountMax=3".to_string(),
+            format!("ControlMaster={master}"),
+            format!("ControlPath={path}"),
+        ] {
+            o.push("-o".into());
+            o.push(opt);
+        }
+        if let Some(p) = port {
+            o.push("-p".into());
+            o.push(p.to_string());
+        }
+        o
+    }
+
+    fn base(&self, t: &Target) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.options(Some(t.port)));
+        c
+    }
+
+    /// `NIX_SSHOPTS` for `nix copy --to ssh://…`: the same options, so the
+    /// copy rides on the host's master connection.
+    pub fn nix_sshopts(&self, port: Option<u16>) -> String {
+        self.options(port).join(" ")
+    }
+
+    /// A command that runs `script` on the host over its master connection
+    /// (or a direct one when there is none).
+    pub fn command(&self, t: &Target, script: &str, args: &[&str]) -> Command {
+        let mut c = self.base(t);
+        c.arg(t.destination())
+            .arg("--")
+            .arg(remote_command(&t.user, script, args));
+        c
+    }
+
+    /// The same over a new connection that shares nothing with the master:
+    /// proof that the host still accepts new SSH connections.
+    pub fn fresh_command(&self, t: &Target, script: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.options_with(Some(t.port), "no", "none"))
+            .arg(t.destination())
+            .arg("--")
+            .arg(remote_command(&t.user, script, args));
+        c
+    }
+
+    /// `ssh <dest> -- <remote>` with the shared options, for a build host
+    /// named by an SSH destination.
+    pub fn plain_command(&self, dest: &str, remote: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.options(None)).arg(dest).arg("--").arg(remote);
+        c
+    }
+
+    /// Command that opens the master connection: it returns once the host
+    /// is connected and authenticated (or failed), the master stays in the
+    /// background (and exits on its own after 10 idle minutes).
+    pub fn master_command(&self, t: &Target) -> Command {
+        let mut c = Command::new("ssh");
+        let path = format!("{}/%C", self.dir.display());
+        c.args(self.options_with(Some(t.port), "yes", &path))
+            .args(["-o", "ControlPersist=600", "-N", "-f", "-v", "-E"])
+            .arg(self.master_log(t))
+            .arg(t.destination());
+        c
+    }
+
+    fn master_log(&self, t: &Target) -> PathBuf {
+        self.dir.join(format!("{}.log", t.name))
+    }
+
+    /// Opens the master connection to `t`; `echo` is told each command.
+    /// On first contact asks about the host key, showing its fingerprint.
+    pub fn connect(&self, t: &Target, echo: &dyn Fn(&Command)) -> Result<()> {
+        for attempt in 0..2 {
+            let log = self.master_log(t);
+            let err = self.dir.join(format!("{}.err", t.name));
+            let _ = std::fs::remove_file(&log);
+            let mut cmd = self.master_command(t);
+            echo(&cmd);
+            // `ssh -f` keeps its stdio open in the background: give it files,
+            // never pipes we would wait on.
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&err)?);
+            let mut child = cmd
+                .spawn()
+                .context("cannot run ssh (apt-get install openssh-client)")?;
+            let limit = Duration::from_secs(self.connect_timeout * 2 + 20);
+            let start = Instant::now();
+            let status = loop {
+                if let Some(s) = child.try_wait()? {
+                    break Some(s);
+                }
+                if start.elapsed() > limit {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            if status.is_some_and(|s| s.success()) {
+                return Ok(());
+            }
+            let text = format!(
+                "{}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+            let text = if status.is_none() {
+                format!("{text}\nssh timed out")
+            } else {
+                text
+            };
+            match classify(&text) {
+                Failure::UnknownHostKey if attempt == 0 => self.ask_host_key(t)?,
+                f => bail!("{}", f.message(t, self.connect_timeout, &text)),
+            }
+        }
+        bail!("{}: cannot connect", t.name)
+    }
+
+    /// SHA256 fingerprint of the key this run authenticated with to `t`,
+    /// as the master connection's log reports it.
+    pub fn used_key(&self, t: &Target) -> Option<String> {
+        let log = std::fs::read_to_string(self.master_log(t)).ok()?;
+        used_key(&log)
+    }
+
+    /// Closes the master connection to `t`.
+    pub fn disconnect(&self, t: &Target) {
+        let mut c = self.base(t);
+        c.args(["-O", "exit"]).arg(t.destination());
+        let _ = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// First contact: show the host's key fingerprint and ask whether to trust it.
+    fn ask_host_key(&self, t: &Target) -> Result<()> {
+        let _guard = ASK.lock().unwrap_or_else(|e| e.into_inner());
+        let scan = Command::new("ssh-keyscan")
+            .args(["-T", &self.connect_timeout.to_string(), "-p"])
+            .arg(t.port.to_string())
+            .arg(&t.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run ssh-keyscan (apt-get install openssh-client)")?;
+        let keys = String::from_utf8_lossy(&scan.stdout).to_string();
+        if keys.trim().is_empty() {
+            bail!(
+                "{}: the host key is unknown and ssh-keyscan got none from {}:{}",
+                t.name,
+                t.address,
+                t.port
+            );
+        }
+        let tmp = self.dir.join(format!("{}.scan", t.name));
+        std::fs::write(&tmp, &keys)?;
+        let fp = Command::new("ssh-keygen").arg("-lf").arg(&tmp).output()?;
+        let fingerprints = String::from_utf8_lossy(&fp.stdout).to_string();
+        let file = self.known_hosts_file(t)?;
+        eprintln!(
+            "{}: first contact with {} — its host key is not in {}:\n{}",
+            t.name,
+            t.known_hosts_name(),
+            file.display(),
+            fingerprints.trim_end()
+        );
+        eprint!(
+            "compare with the key the Pi shows (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it); trust it? [y/N] "
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let stdin = std::io::stdin();
+        let read = stdin.lock().read_line(&mut answer).unwrap_or(0);
+        if read == 0 || !matches!(answer.trim(), "y" | "Y" | "yes") {
+            let how = if std::io::stdin().is_terminal() {
+                ""
+            } else {
+                " (no answer: stdin is not a terminal)"
+            };
+            bail!(
+                "{}: host key not trusted{how}; run the command in a terminal and answer y after checking the fingerprint, or add the key to {} yourself",
+                t.name,
+                file.display()
+            );
+        }
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        for line in keys
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            writeln!(f, "{line}")?;
+        }
+        eprintln!("{}: host key added to {}", t.name, file.display());
+        Ok(())
+    }
+
+    /// The known_hosts file ssh reads for `t` (first `UserKnownHostsFile`).
+    fn known_hosts_file(&self, t: &Target) -> Result<PathBuf> {
+        let mut c = Command::new("ssh");
+        if let Some(cfg) = &self.config {
+            c.arg("-F").arg(cfg);
+        }
+        let out = c
+            .arg("-G")
+            .args(["-p", &t.port.to_string()])
+            .arg(t.destination())
+            .output()
+            .context("cannot run ssh -G")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let file = text
+            .lines()
+            .find_map(|l| l.strip_prefix("userknownhostsfile "))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("~/.ssh/known_hosts")
+            .to_string();
+        Ok(match file.strip_prefix("~/") {
+            Some(rest) => {
+                PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest)
+            }
+            None => PathBuf::from(file),
+        })
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A 0700 folder of our own under the temp dir (sockets must not be shared).
+fn private_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!("pi-nixos-ssh-{}-{nanos:x}{i}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).context("cannot create a private temp dir for ssh"),
+        }
+    }
+    bail!(
+        "cannot create a private temp dir for ssh in {}",
+        base.display()
+    )
+}
+
+/// Why a connection failed.
+#[derive(Debug, PartialEq)]
+pub enum Failure {
+    UnknownHostKey,
+    ChangedHostKey,
+    Unreachable,
+    Denied,
+    Other,
+}
+
+pub fn classify(text: &str) -> Failure {
+    if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        Failure::ChangedHostKey
+    } else if text.contains("host key is known for") || text.contains("No matching host key") {
+        Failure::UnknownHostKey
+    } else if text.contains("Host key verification failed") {
+        Failure::UnknownHostKey
+    } else if text.contains("Permission denied") {
+        Failure::Denied
+    } else if [
+        "Connection refused",
+        "timed out",
+        "No route to host",
+        "Network is unreachable",
+        "Could not resolve hostname",
+        "Connection closed by",
+        "Connection reset",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
+    {
+        Failure::Unreachable
+    } else {
+        Failure::Other
+    }
+}
+
+impl Failure {
+    pub fn message(&self, t: &Target, timeout: u64, text: &str) -> String {
+        let why = text
+            .lines()
+            .filter(|l| !l.starts_with("debug") && !l.trim().is_empty())
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let at = format!("{}:{}", t.address, t.port);
+        match self {
+            Failure::ChangedHostKey => format!(
+                "{}: the host key of {at} CHANGED since it was trusted; if the Pi was reinstalled, remove the old key with `ssh-keygen -R '{}'` and try again, otherwise someone may be intercepting the connection",
+                t.name,
+                t.known_hosts_name()
+            ),
+            Failure::UnknownHostKey => format!(
+                "{}: the host key of {at} is not known and was not accepted ({why})",
+                t.name
+            ),
+            Failure::Denied => format!(
+                "{}: {} refused our SSH key ({why}); check keys/authorized_keys and that your key is loaded (`ssh-add -l`)",
+                t.name,
+                t.destination()
+            ),
+            Failure::Unreachable => format!(
+                "{}: unreachable at {at} within {timeout} s ({why}); is it powered and on the network?",
+                t.name
+            ),
+            Failure::Other => format!("{}: ssh to {at} failed: {why}", t.name),
+        }
+    }
+}
+
+/// The fingerprint in `Server accepts key: <name> <TYPE> SHA256:<fp> …`.
+pub fn used_key(log: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains("Server accepts key:"))
+        .flat_map(|l| l.split_whitespace())
+        .find(|w| w.starts_with("SHA256:"))
+        .map(String::from)
+}
+
+/// Runs `cmd` with stdin closed, killing it after `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", show(cmd)))?;
+    let start = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let mut out = child.wait_with_output()?;
+            out.stderr
+                .extend_from_slice(format!("\ntimed out after {} s", limit.as_secs()).as_bytes());
+            return Ok(out);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fingerprints (`SHA256:…`) of authorized_keys lines, by ssh-keygen.
+pub fn fingerprints(keys: &[String], scratch: &Path) -> Result<Vec<String>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::write(scratch, keys.join("\n") + "\n")?;
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(scratch)
+        .output()
+        .context("cannot run ssh-keygen (apt-get install openssh-client)")?;
+    let _ = std::fs::remove_file(scratch);
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(String::from)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("/nix/store/abc-x"), "/nix/store/abc-x");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn remote_commands() {
+        assert_eq!(
+            remote_command("root", "echo \"$1\"", &["a b"]),
+            r#"sh -c 'echo "$1"' sh 'a b'"#
+        );
+        assert!(remote_command("pi", "true", &[]).starts_with("sudo -n sh -c"));
+    }
+
+    #[test]
+    fn classifies_failures() {
+        assert_eq!(
+            classify(
+                "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed."
+            ),
+            Failure::UnknownHostKey
+        );
+        assert_eq!(
+            classify("@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
+            Failure::ChangedHostKey
+        );
+        assert_eq!(
+            classify("ssh: connect to host 10.0.0.9 port 22: Connection timed out"),
+            Failure::Unreachable
+        );
+        assert_eq!(
+            classify("root@x: Permission denied (publickey)."),
+            Failure::Denied
+        );
+    }
+
+    #[test]
+    fn finds_used_key() {
+        let log = "debug1: Offering public key: /k ED25519 SHA256:aaa explicit\ndebug1: Server accepts key: /k ED25519 SHA256:bbb explicit\n";
+        assert_eq!(used_key(log).as_deref(), Some("SHA256:bbb"));
+        assert_eq!(used_key("debug1: nothing"), None);
+    }
+}

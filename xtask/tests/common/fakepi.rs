@@ -1,0 +1,644 @@
+//! Fake Pis: real systemd, real sshd, real Nix on this machine.
+//!
+//! One Debian root (debootstrap, minbase + systemd + openssh-server + dbus,
+//! then nix-bin) is made once and cached under the cargo target dir. Each
+//! fake Pi boots it with `systemd-nspawn --boot --volatile=overlay` (the
+//! root is shared read-only, changes go to a tmpfs), with its own `/nix`
+//! bind-mounted from a per-Pi folder, and its own sshd on a loopback port
+//! with a generated host key (the container shares the host's network).
+//! `/etc/NIXOS` marks it NixOS; a boot unit activates the system profile
+//! like NixOS does. The fleet around it is a normal temp-dir repository:
+//! `hosts/fleet.toml` (address 127.0.0.1 and the port), keys, and a fixture
+//! flake whose toplevel is a small real derivation with `nixos-version`, a
+//! `system` file and a `bin/switch-to-configuration` that records its
+//! activations and can fail, cut SSH, or leave a failed unit.
+//!
+//! Everything started is stopped by `Drop`; nothing touches the machine's
+//! /etc or ~/.ssh (the xtask gets its own ssh_config through
+//! `PI_NIXOS_SSH_CONFIG`). Only std is used, so `cargo xtask bench deploy`
+//! includes this file too.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Debian mirror for the fake Pis' root (override with FAKEPI_MIRROR).
+pub const MIRROR: &str = "http://deb.debian.org/debian";
+
+static BASE: Mutex<()> = Mutex::new(());
+
+/// Why fake Pis cannot run here, if they cannot.
+pub fn missing() -> Option<String> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        });
+    if uid.as_deref() != Some("0") {
+        return Some("fake Pis need root (systemd-nspawn)".into());
+    }
+    for (prog, pkg) in [
+        ("systemd-nspawn", "systemd-container"),
+        ("debootstrap", "debootstrap"),
+        ("nix", "nix-bin"),
+        ("ssh", "openssh-client"),
+        ("ssh-keygen", "openssh-client"),
+    ] {
+        if !on_path(prog) {
+            return Some(format!("`{prog}` is not installed (apt-get install {pkg})"));
+        }
+    }
+    None
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<Output, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{shown} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out)
+}
+
+/// The shared Debian root, made on first use and cached in `cache`.
+pub fn base(cache: &Path) -> Result<PathBuf, String> {
+    let _g = BASE.lock().unwrap_or_else(|e| e.into_inner());
+    let root = cache.join("fakepi-bookworm");
+    if root.join(".ready").exists() {
+        return Ok(root);
+    }
+    let tmp = cache.join(format!("fakepi-bookworm.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(cache).map_err(|e| e.to_string())?;
+    let mirror = std::env::var("FAKEPI_MIRROR").unwrap_or_else(|_| MIRROR.into());
+    eprintln!("fakepi: debootstrap of the shared Debian root (about a minute, once)");
+    run(Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            "--include=systemd,systemd-sysv,openssh-server,dbus",
+            "bookworm",
+        ])
+        .arg(&tmp)
+        .arg(&mirror))?;
+    // debootstrap's --include cannot resolve nix-bin's dependencies.
+    run(Command::new("chroot").arg(&tmp).args([
+        "sh",
+        "-c",
+        "apt-get install -y -qq --no-install-recommends nix-bin && apt-get clean",
+    ]))?;
+    let w = |rel: &str, text: &str| -> Result<(), String> {
+        let p = tmp.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).map_err(|e| e.to_string())?;
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    for e in std::fs::read_dir(tmp.join("etc/ssh")).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(e.path()).map_err(|e| e.to_string())?;
+        }
+    }
+    w("etc/NIXOS", "")?;
+    w(
+        "etc/nix/nix.conf",
+        "sandbox = false\nsubstituters =\nbuild-users-group =\n",
+    )?;
+    w(
+        "usr/local/sbin/fakepi-boot",
+        "#!/bin/sh\n# What NixOS does at boot: activate the system profile's generation.\np=/nix/var/nix/profiles/system\n[ -e \"$p\" ] && ln -sfn \"$(readlink -f \"$p\")\" /run/current-system\nexit 0\n",
+    )?;
+    run(Command::new("chmod")
+        .arg("+x")
+        .arg(tmp.join("usr/local/sbin/fakepi-boot")))?;
+    w(
+        "etc/systemd/system/fakepi-boot.service",
+        "[Unit]\nDescription=Activate the system profile (as NixOS does at boot)\nBefore=ssh.service\n\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/fakepi-boot\n\n[Install]\nWantedBy=multi-user.target\n",
+    )?;
+    std::fs::create_dir_all(tmp.join("etc/systemd/system/multi-user.target.wants"))
+        .map_err(|e| e.to_string())?;
+    let _ = std::os::unix::fs::symlink(
+        "/etc/systemd/system/fakepi-boot.service",
+        tmp.join("etc/systemd/system/multi-user.target.wants/fakepi-boot.service"),
+    );
+    std::fs::create_dir_all(tmp.join("nix")).map_err(|e| e.to_string())?;
+    w(".ready", "")?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&tmp, &root).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A temp dir of our own, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let base = std::env::temp_dir();
+        for i in 0.. {
+            let p = base.join(format!("{prefix}-{}-{i}", std::process::id()));
+            if std::fs::create_dir(&p).is_ok() {
+                return TempDir(p);
+            }
+        }
+        unreachable!()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How a fake Pi's configuration behaves (its hosts/<name>/default.nix).
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Any text: a new version is a new system.
+    pub version: String,
+    /// ok | fail (switch-to-configuration exits 1) | cut (stops sshd) |
+    /// failunit (leaves a failed unit behind)
+    pub mode: String,
+    /// services.openssh.enable
+    pub sshd: bool,
+    /// users.users.root.openssh.authorizedKeys.keys (None: the admin keys)
+    pub keys: Option<Vec<String>>,
+    /// The toplevel's system (None: x86_64-linux, this machine)
+    pub system: Option<String>,
+}
+
+impl Spec {
+    pub fn version(v: &str) -> Spec {
+        Spec {
+            version: v.into(),
+            mode: "ok".into(),
+            sshd: true,
+            keys: None,
+            system: None,
+        }
+    }
+
+    pub fn mode(mut self, m: &str) -> Spec {
+        self.mode = m.into();
+        self
+    }
+
+    fn nix(&self) -> String {
+        let s = |x: &str| format!("\"{}\"", x.replace('\\', "\\\\").replace('"', "\\\""));
+        let keys = match &self.keys {
+            None => "null".to_string(),
+            Some(k) => format!(
+                "[ {} ]",
+                k.iter().map(|k| s(k)).collect::<Vec<_>>().join(" ")
+            ),
+        };
+        format!(
+            "# fake Pi settings, read by the fixture flake\n{{\n  version = {};\n  mode = {};\n  sshd = {};\n  keys = {keys};\n  system = {};\n}}\n",
+            s(&self.version),
+            s(&self.mode),
+            self.sshd,
+            self.system
+                .as_deref()
+                .map(s)
+                .unwrap_or_else(|| "null".into())
+        )
+    }
+}
+
+/// The fixture flake: no inputs, hosts from hosts/fleet.toml.
+pub const FLAKE: &str = r##"{
+  description = "fake Pi fleet for the deploy tests";
+  outputs =
+    { self }:
+    let
+      fleet = builtins.fromTOML (builtins.readFile ./hosts/fleet.toml);
+      lines = builtins.filter builtins.isString (builtins.split "\n" (builtins.readFile ./keys/authorized_keys));
+      adminKeys = builtins.filter (l: l != "" && builtins.substring 0 1 l != "#") lines;
+      mkHost =
+        h:
+        let
+          s = import (./hosts + "/${h.name}/default.nix");
+          system = if s.system == null then "x86_64-linux" else s.system;
+          etc = derivation {
+            name = "etc-${h.name}-${s.version}";
+            inherit system;
+            builder = "/bin/sh";
+            args = [ "-c" "PATH=/usr/bin:/bin; mkdir -p $out; echo $host > $out/hostname" ];
+            host = h.name;
+          };
+          toplevel = derivation {
+            name = "nixos-system-${h.name}-${s.version}";
+            inherit system etc;
+            inherit (s) version mode;
+            host = h.name;
+            builder = "/bin/sh";
+            args = [ "-c" ''
+              set -e
+              PATH=/usr/bin:/bin
+              mkdir -p $out/bin
+              echo "26.05.fake-$version" > $out/nixos-version
+              echo "$system" > $out/system
+              ln -s $etc $out/etc
+              cat > $out/bin/switch-to-configuration <<EOF
+              #!/bin/sh
+              # fake switch-to-configuration: $host, version $version, mode $mode
+              mkdir -p /var/lib/fakepi
+              echo "\$1 $out" >> /var/lib/fakepi/activations
+              [ "\$1" = boot ] && exit 0
+              ln -sfn $out /run/current-system
+              case "$mode" in
+                fail) echo "fake activation failure" >&2; exit 1 ;;
+                cut) systemctl stop ssh.service; exit 0 ;;
+                failunit) systemctl start ssh.service; systemd-run --quiet --unit=fakepi-broken /bin/false; exit 0 ;;
+                *) systemctl start ssh.service; exit 0 ;;
+              esac
+              EOF
+              chmod +x $out/bin/switch-to-configuration
+            '' ];
+          };
+        in
+        {
+          config = {
+            services.openssh.enable = s.sshd;
+            users.users.root.openssh.authorizedKeys.keys = if s.keys == null then adminKeys else s.keys;
+            system.build.toplevel = toplevel;
+          };
+        };
+    in
+    {
+      nixosConfigurations = builtins.listToAttrs (
+        map (h: {
+          inherit (h) name;
+          value = mkHost h;
+        }) fleet.host
+      );
+    };
+}
+"##;
+
+/// One fake Pi.
+pub struct Pi {
+    pub name: String,
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Pi {
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A fleet repository in a temp dir with fake Pis behind it.
+pub struct Fleet {
+    tmp: TempDir,
+    base: PathBuf,
+    pub pis: Vec<Pi>,
+}
+
+impl Fleet {
+    /// A repository listing `names` (each on its own free port, 127.0.0.1),
+    /// every host at `Spec::version("0")`. Nothing boots yet.
+    pub fn new(base: &Path, names: &[&str]) -> Fleet {
+        let tmp = TempDir::new("fakepi");
+        let repo = tmp.0.join("repo");
+        let work = tmp.0.join("work");
+        std::fs::create_dir_all(repo.join("keys")).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let key = work.join("id_ed25519");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "deploy-test", "-f"])
+            .arg(&key))
+        .unwrap();
+        let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(repo.join("keys/authorized_keys"), &pubkey).unwrap();
+        std::fs::write(repo.join("flake.nix"), FLAKE).unwrap();
+        std::fs::write(
+            work.join("ssh_config"),
+            format!(
+                "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n",
+                key.display(),
+                work.join("known_hosts").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(work.join("known_hosts"), "").unwrap();
+        let mut fleet = Fleet {
+            tmp,
+            base: base.to_path_buf(),
+            pis: Vec::new(),
+        };
+        for n in names {
+            let port = free_port();
+            fleet.pis.push(Pi {
+                name: n.to_string(),
+                port,
+                dir: fleet.tmp.0.join("pis").join(n),
+                child: None,
+            });
+            fleet.set(n, &Spec::version("0"));
+        }
+        fleet.write_inventory();
+        fleet
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.tmp.0.join("repo")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.tmp.0.join("work")
+    }
+
+    /// Environment for the xtask: our ssh_config, no binary caches (offline).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "PI_NIXOS_SSH_CONFIG".into(),
+                self.work().join("ssh_config").display().to_string(),
+            ),
+            ("NIX_CONFIG".into(), "substituters =".into()),
+        ]
+    }
+
+    fn write_inventory(&self) {
+        let mut text = String::from("# fake Pis\n");
+        for p in &self.pis {
+            text += &format!(
+                "\n[[host]]\nname = \"{}\"\nmodel = \"pi4\"\naddress = \"127.0.0.1\"\nport = {}\ntags = [\"fake\"]\n",
+                p.name, p.port
+            );
+        }
+        std::fs::write(self.repo().join("hosts/fleet.toml"), text).unwrap();
+    }
+
+    /// Points a host at an address where nothing answers.
+    pub fn set_address(&mut self, name: &str, address: &str) {
+        let text = std::fs::read_to_string(self.repo().join("hosts/fleet.toml")).unwrap();
+        let port = self.pi(name).port;
+        let text = text.replace(
+            &format!("name = \"{name}\"\nmodel = \"pi4\"\naddress = \"127.0.0.1\"\nport = {port}"),
+            &format!("name = \"{name}\"\nmodel = \"pi4\"\naddress = \"{address}\"\nport = 22"),
+        );
+        std::fs::write(self.repo().join("hosts/fleet.toml"), text).unwrap();
+    }
+
+    /// Writes a host's settings (its configuration changes accordingly).
+    pub fn set(&self, name: &str, spec: &Spec) {
+        let dir = self.repo().join("hosts").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("default.nix"), spec.nix()).unwrap();
+    }
+
+    pub fn pi(&self, name: &str) -> &Pi {
+        self.pis
+            .iter()
+            .find(|p| p.name == name)
+            .expect("no such fake Pi")
+    }
+
+    /// Builds a host's current system here (what a deploy would install).
+    pub fn build(&self, name: &str) -> String {
+        let out = run(Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .env("NIX_CONFIG", "substituters =")
+            .args(["build", "--no-link", "--json"])
+            .arg(format!(
+                "{}#nixosConfigurations.{name}.config.system.build.toplevel",
+                self.repo().display()
+            )))
+        .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout);
+        let at = json.find("\"out\":\"").expect("no out path") + 7;
+        json[at..].split('"').next().unwrap().to_string()
+    }
+
+    /// Boots every fake Pi (in parallel) and installs each one's current
+    /// system as generation 1, the way a freshly flashed Pi starts.
+    pub fn boot_all(&mut self) {
+        let names: Vec<String> = self.pis.iter().map(|p| p.name.clone()).collect();
+        for n in &names {
+            self.start(n);
+        }
+        for n in &names {
+            self.wait_ssh(n);
+        }
+        for n in &names {
+            self.install(n);
+        }
+    }
+
+    /// Starts a fake Pi's container (not waiting for it).
+    pub fn start(&mut self, name: &str) {
+        let base = self.base.clone();
+        let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
+        let ssh_dir = dir.join("ssh");
+        std::fs::create_dir_all(dir.join("nix")).unwrap();
+        if !ssh_dir.join("host_key").exists() {
+            std::fs::create_dir_all(&ssh_dir).unwrap();
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(ssh_dir.join("host_key")))
+            .unwrap();
+            std::fs::copy(
+                self.work().join("id_ed25519.pub"),
+                ssh_dir.join("authorized_keys"),
+            )
+            .unwrap();
+            std::fs::write(
+                ssh_dir.join("sshd.conf"),
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey /etc/ssh/fakepi/host_key\nAuthorizedKeysFile /etc/ssh/fakepi/authorized_keys\nPermitRootLogin prohibit-password\n"
+                ),
+            )
+            .unwrap();
+            let pubkey = std::fs::read_to_string(ssh_dir.join("host_key.pub")).unwrap();
+            let mut kh = std::fs::read_to_string(self.work().join("known_hosts")).unwrap();
+            let words: Vec<&str> = pubkey.split_whitespace().collect();
+            kh += &format!("[127.0.0.1]:{port} {} {}\n", words[0], words[1]);
+            std::fs::write(self.work().join("known_hosts"), kh).unwrap();
+        }
+        let console = std::fs::File::create(dir.join("console.log")).unwrap();
+        let child = Command::new("systemd-nspawn")
+            .arg("--boot")
+            .arg("--directory")
+            .arg(&base)
+            .args([
+                "--volatile=overlay",
+                "--register=no",
+                "--keep-unit",
+                "--kill-signal=SIGKILL",
+                "--console=passive",
+            ])
+            .arg(format!("--machine=fakepi-{port}"))
+            .arg(format!("--bind={}:/nix", dir.join("nix").display()))
+            .arg(format!("--bind-ro={}:/etc/ssh/fakepi", ssh_dir.display()))
+            .arg(format!(
+                "--bind-ro={}:/etc/ssh/sshd_config.d/fakepi.conf",
+                ssh_dir.join("sshd.conf").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            .spawn()
+            .expect("cannot start systemd-nspawn");
+        self.pis[i].child = Some(child);
+    }
+
+    /// Waits until the Pi's sshd answers (at most 60 s).
+    pub fn wait_ssh(&mut self, name: &str) {
+        let start = Instant::now();
+        loop {
+            if self
+                .ssh_try(name, "systemctl is-system-running --wait >/dev/null; true")
+                .is_ok()
+            {
+                return;
+            }
+            let i = self.pis.iter().position(|p| p.name == name).unwrap();
+            if let Some(c) = self.pis[i].child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    let log = std::fs::read_to_string(self.pis[i].dir.join("console.log"))
+                        .unwrap_or_default();
+                    panic!("fake Pi {name} exited ({st}) while booting:\n{log}");
+                }
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!("fake Pi {name} did not answer SSH within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Installs the host's current system as a new generation and
+    /// activates it (what the SD image does for a new Pi).
+    pub fn install(&self, name: &str) {
+        let path = self.build(name);
+        let p = self.pi(name);
+        run(Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .env("NIX_CONFIG", "substituters =")
+            .env("NIX_SSHOPTS", self.ssh_opts(p.port).join(" "))
+            .args(["copy", "--to", "ssh://root@127.0.0.1"])
+            .arg(&path))
+        .unwrap();
+        self.ssh(
+            name,
+            &format!(
+                "nix-env -p /nix/var/nix/profiles/system --set {path} && {path}/bin/switch-to-configuration switch"
+            ),
+        );
+    }
+
+    fn ssh_opts(&self, port: u16) -> Vec<String> {
+        vec![
+            "-F".into(),
+            self.work().join("ssh_config").display().to_string(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=2".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    }
+
+    /// Runs a shell command on a fake Pi as root.
+    pub fn ssh_try(&self, name: &str, script: &str) -> Result<String, String> {
+        let p = self.pi(name);
+        let out = run(Command::new("ssh")
+            .args(self.ssh_opts(p.port))
+            .arg("root@127.0.0.1")
+            .arg(script))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub fn ssh(&self, name: &str, script: &str) -> String {
+        self.ssh_try(name, script)
+            .unwrap_or_else(|e| panic!("on fake Pi {name}: {e}"))
+    }
+
+    /// The generation the system profile points at.
+    pub fn generation(&self, name: &str) -> u64 {
+        let link = self.ssh(name, "readlink /nix/var/nix/profiles/system");
+        link.trim_start_matches("system-")
+            .trim_end_matches("-link")
+            .parse()
+            .unwrap_or_else(|_| panic!("bad profile link {link}"))
+    }
+
+    /// What /run/current-system points at.
+    pub fn current(&self, name: &str) -> String {
+        self.ssh(name, "readlink -f /run/current-system")
+    }
+
+    /// Every `switch-to-configuration` call on the Pi: (action, system).
+    pub fn activations(&self, name: &str) -> Vec<(String, String)> {
+        self.ssh(name, "cat /var/lib/fakepi/activations 2>/dev/null || true")
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, p)| (a.to_string(), p.to_string()))
+            .collect()
+    }
+
+    /// Stops a fake Pi (its /nix stays, so it can boot again).
+    pub fn stop(&mut self, name: &str) {
+        let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        if let Some(mut c) = self.pis[i].child.take() {
+            stop_child(&mut c);
+        }
+    }
+}
+
+fn stop_child(c: &mut Child) {
+    // SIGTERM: nspawn sends --kill-signal (SIGKILL) to the container's init,
+    // which takes every process of the container with it.
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for p in &mut self.pis {
+            if let Some(mut c) = p.child.take() {
+                stop_child(&mut c);
+            }
+        }
+    }
+}
