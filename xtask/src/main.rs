@@ -50,6 +50,8 @@ enum Command {
     Rollback(cmd::rollback::Args),
     /// Show every host's state: reachable, version, generation, in sync with Git
     Status(cmd::status::Args),
+    /// Measure commands on fake Pis (needs root and systemd-nspawn)
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -71,5 +73,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),
         Command::Rollback(args) => cmd::rollback::run(&root()?, args),
         Command::Status(args) => cmd::status::run(&root()?, args),
+        Command::Bench(args) => cmd::bench::run(&root()?, args),
     }
 }

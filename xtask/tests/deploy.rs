@@ -351,16 +351,21 @@ fn refusals_change_nothing() {
 }
 
 #[test]
-fn status_of_an_unreachable_host_takes_the_connect_timeout() {
+fn an_unreachable_host_costs_the_connect_timeout() {
     if !common::prerequisite(common::need_program("ssh", "openssh-client")) {
         return;
     }
-    // No Pi boots here: the repository alone, with a host nobody answers for.
-    let base = std::env::temp_dir();
-    let mut f = Fleet::new(&base, &["pi-gone"]);
-    f.set_address("pi-gone", "192.0.2.1");
+    // No Pi boots here: the repository alone, its host behind a port that
+    // accepts connections and never answers (only the timeout ends them).
+    let f = Fleet::new(&std::env::temp_dir(), &["pi-gone"]);
+    let silent = fakepi::Silent::new();
+    f.set_endpoint("pi-gone", "127.0.0.1", silent.port);
     let r = xtask(&f, &["status", "--connect-timeout", "2", "--no-eval"], "");
     assert!(r.ok);
     assert!(r.stdout.contains("unreachable"), "{}", r.stdout);
+    assert!(r.took >= Duration::from_secs(2), "took {:?}", r.took);
+    assert!(r.took < Duration::from_secs(2 + 3), "took {:?}", r.took);
+    let r = xtask(&f, &["deploy", "pi-gone", "--connect-timeout", "2"], "");
+    assert!(!r.ok && r.stdout.contains("UNREACHABLE"), "{}", r.stdout);
     assert!(r.took < Duration::from_secs(2 + 3), "took {:?}", r.took);
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod add_key;
+pub mod bench;
 pub mod check;
 pub mod completions;
 pub mod deploy;

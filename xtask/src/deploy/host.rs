@@ -357,6 +357,7 @@ enum Confirm {
     RolledBack,
     RollbackFailed,
     Unreachable,
+    NotStarted,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -421,15 +422,23 @@ fn activate(
                 }
             )
         }
-        _ => log.line(
+        None | Some(255) => log.line(
             "the connection ended during activation; the transient unit goes on on the target, waiting for it",
         ),
+        _ => {
+            st.new = None;
+            bail!(
+                "activation did not start: {}; nothing was switched (the profile may point at the new generation: `cargo xtask status {}`)",
+                super::last_words(&out),
+                h.name
+            )
+        }
     }
 
     if ctx.action == Action::Boot {
+        // No record: the host still runs what it ran (status says so).
         let f = probe(ssh, t, declared, log)?;
         st.new = f.profile_generation;
-        record(ctx, t, &f.profile_path, st.new, log)?;
         return Ok(format!(
             "generation {} is the default at next boot",
             st.new.map(|n| n.to_string()).unwrap_or_default()
@@ -452,6 +461,11 @@ fn activate(
             "no confirmation, and the automatic rollback to generation {old} FAILED on {}; see `journalctl -u pi-nixos-rollback-{}` there, or recover by hand (documentation/DEPLOYING.md)",
             h.name,
             ctx.token
+        ),
+        Confirm::NotStarted => bail!(
+            "the activation on {} never started (the connection dropped before it); nothing was switched, check with `cargo xtask status {}`",
+            h.name,
+            h.name
         ),
         Confirm::Unreachable => bail!(
             "{} accepts no new SSH connection since activation; its watchdog rolls it back to generation {old} {} s after activation — check with `cargo xtask status {}`",
@@ -528,6 +542,9 @@ fn confirm(ctx: &Ctx, t: &Target, dir: &str, log: &Log) -> Confirm {
             "rolled-back" => return Confirm::RolledBack,
             "rollback-failed" => return Confirm::RollbackFailed,
             "pending" if start.elapsed() < pending_limit => {}
+            "not-started" if start.elapsed() > Duration::from_secs(30) => {
+                return Confirm::NotStarted;
+            }
             "rolling-back" => {}
             _ if start.elapsed() > deadline => return Confirm::Unreachable,
             _ => {}

@@ -76,6 +76,7 @@ arm() {
 }
 case $cmd in
 activate)
+  touch "$d/started"
   action=$3; how=$4; target=$5; old=$6; timeout=$7
   if [ "$how" = set ]; then
     nix-env -p "$p" --set "$target" || exit 10
@@ -104,6 +105,7 @@ activate)
   exit 12
   ;;
 confirm)
+  [ -e "$d/started" ] || { echo not-started; exit 0; }
   [ -e "$d/armed" ] || { echo pending; exit 0; }
   if mkdir "$d/decided" 2>/dev/null; then
     echo confirmed > "$d/result"
@@ -131,10 +133,22 @@ pub const INSTALL: &str = r#"umask 077; mkdir -p /run/pi-nixos && mkdir "$1" && 
 
 /// Runs `DIR/run activate …` the way nixos-rebuild runs
 /// switch-to-configuration: in a transient unit that outlives the SSH
-/// connection, or plainly when the target has no systemd.
+/// connection, or plainly when the target has no systemd. The unit is
+/// named after the run (a finished unit can linger while its cgroup is
+/// cleaned up); waits while another activation (ours or nixos-rebuild's)
+/// is active.
 pub const ACTIVATE: &str = r#"d=$1; shift
 if [ -d /run/systemd/system ]; then
-  exec systemd-run -E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E PATH --collect --no-ask-password --pipe --quiet --service-type=exec --unit=nixos-rebuild-switch-to-configuration /bin/sh "$d/run" activate "$d" "$@"
+  i=0
+  while [ -n "$(systemctl list-units --plain --no-legend --state=active,activating,deactivating,reloading 'pi-nixos-switch-*' nixos-rebuild-switch-to-configuration.service 2>/dev/null)" ]; do
+    i=$((i+1))
+    if [ $i -gt 150 ]; then
+      echo "another switch-to-configuration is running; try again when it is done" >&2
+      exit 13
+    fi
+    sleep 0.2
+  done
+  exec systemd-run -E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E PATH --collect --no-ask-password --pipe --quiet --service-type=exec --unit="pi-nixos-switch-${d##*/}" /bin/sh "$d/run" activate "$d" "$@"
 fi
 exec /bin/sh "$d/run" activate "$d" "$@""#;
 

@@ -153,6 +153,47 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
+/// A loopback port that accepts TCP connections and never says a word:
+/// a host that hangs, which only the connect timeout ends.
+pub struct Silent {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    pub fn new() -> Silent {
+        let l = TcpListener::bind("127.0.0.1:0").expect("cannot listen");
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok((c, _)) = l.accept() {
+                    held.push(c);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Silent {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A temp dir of our own, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -397,13 +438,17 @@ impl Fleet {
         std::fs::write(self.repo().join("hosts/fleet.toml"), text).unwrap();
     }
 
-    /// Points a host at an address where nothing answers.
-    pub fn set_address(&mut self, name: &str, address: &str) {
+    /// Points a host somewhere else in the inventory (e.g. a [`Silent`] port).
+    pub fn set_endpoint(&self, name: &str, address: &str, port: u16) {
         let text = std::fs::read_to_string(self.repo().join("hosts/fleet.toml")).unwrap();
-        let port = self.pi(name).port;
+        let old = format!(
+            "name = \"{name}\"\nmodel = \"pi4\"\naddress = \"127.0.0.1\"\nport = {}",
+            self.pi(name).port
+        );
+        assert!(text.contains(&old), "{name} was moved already");
         let text = text.replace(
-            &format!("name = \"{name}\"\nmodel = \"pi4\"\naddress = \"127.0.0.1\"\nport = {port}"),
-            &format!("name = \"{name}\"\nmodel = \"pi4\"\naddress = \"{address}\"\nport = 22"),
+            &old,
+            &format!("name = \"{name}\"\nmodel = \"pi4\"\naddress = \"{address}\"\nport = {port}"),
         );
         std::fs::write(self.repo().join("hosts/fleet.toml"), text).unwrap();
     }
@@ -635,6 +680,17 @@ fn stop_child(c: &mut Child) {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        if std::env::var_os("FAKEPI_KEEP").is_some() {
+            eprintln!(
+                "fakepi: FAKEPI_KEEP is set: the fake Pis stay up; the fleet is in {}",
+                self.tmp.0.display()
+            );
+            std::mem::forget(std::mem::replace(&mut self.tmp, TempDir(PathBuf::new())));
+            for p in &mut self.pis {
+                std::mem::forget(p.child.take());
+            }
+            return;
+        }
         for p in &mut self.pis {
             if let Some(mut c) = p.child.take() {
                 stop_child(&mut c);
