@@ -415,9 +415,9 @@ pub enum Failure {
 pub fn classify(text: &str) -> Failure {
     if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
         Failure::ChangedHostKey
-    } else if text.contains("host key is known for") || text.contains("No matching host key") {
-        Failure::UnknownHostKey
-    } else if text.contains("Host key verification failed") {
+    } else if text.contains("host key is known for")
+        || text.contains("Host key verification failed")
+    {
         Failure::UnknownHostKey
     } else if text.contains("Permission denied") {
         Failure::Denied
@@ -443,8 +443,7 @@ impl Failure {
     pub fn message(&self, t: &Target, timeout: u64, text: &str) -> String {
         let why = text
             .lines()
-            .filter(|l| !l.starts_with("debug") && !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.starts_with("debug") && !l.trim().is_empty())
             .unwrap_or("")
             .trim()
             .to_string();

@@ -191,6 +191,22 @@ fn deploy_all_in_parallel_with_one_host_down() {
 }
 
 #[test]
+fn build_host_builds_natively() {
+    let Some(base) = base() else { return };
+    let mut f = Fleet::new(&base, &["pi-a", "pi-builder"]);
+    f.boot_all();
+    f.ssh_alias("pi-builder", "builder");
+    f.set("pi-a", &Spec::version("1"));
+    let r = xtask(&f, &["deploy", "pi-a", "--build-host", "root@builder"], "");
+    assert!(r.ok, "deploy with a build host failed");
+    let path = f.current("pi-a");
+    assert!(path.ends_with("nixos-system-pi-a-1"), "{path}");
+    // Only the derivation was sent there: the system was built on it.
+    f.ssh("pi-builder", &format!("nix-store --check-validity {path}"));
+    assert!(r.stderr.contains("nix-store --realise"), "{}", r.stderr);
+}
+
+#[test]
 fn failed_activation_rolls_back_at_once() {
     let Some(base) = base() else { return };
     let mut f = Fleet::new(&base, &["pi-a"]);

@@ -136,7 +136,7 @@ fn expected_paths(root: &Path, names: &[String]) -> Result<BTreeMap<String, Opti
     if !out.status.success() {
         anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    Ok(serde_json::from_slice(&out.stdout).context("nix eval printed something unexpected")?)
+    serde_json::from_slice(&out.stdout).context("nix eval printed something unexpected")
 }
 
 fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {

@@ -74,13 +74,13 @@ pub fn check(
             h.name
         ));
     }
-    if let Some(ports) = &c.ports {
-        if !ports.contains(&h.port) {
-            return Err(format!(
-                "lock-out guard: the new configuration of {} has sshd on port(s) {ports:?} but hosts/fleet.toml reaches it on port {}; make them agree",
-                h.name, h.port
-            ));
-        }
+    if let Some(ports) = &c.ports
+        && !ports.contains(&h.port)
+    {
+        return Err(format!(
+            "lock-out guard: the new configuration of {} has sshd on port(s) {ports:?} but hosts/fleet.toml reaches it on port {}; make them agree",
+            h.name, h.port
+        ));
     }
     let Some(used) = used else {
         return Err(format!(

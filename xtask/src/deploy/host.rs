@@ -130,14 +130,14 @@ fn preflight(h: &Host, f: &Facts, system: Option<&str>, log: &Log) -> Result<()>
             remote::PROFILE
         );
     }
-    if let Some(system) = system {
-        if f.nix_system() != system {
-            bail!(
-                "preflight: {} runs {} but its configuration is built for {system}; check `model` in hosts/fleet.toml and nixpkgs.hostPlatform",
-                h.name,
-                f.nix_system()
-            );
-        }
+    if let Some(system) = system
+        && f.nix_system() != system
+    {
+        bail!(
+            "preflight: {} runs {} but its configuration is built for {system}; check `model` in hosts/fleet.toml and nixpkgs.hostPlatform",
+            h.name,
+            f.nix_system()
+        );
     }
     if !f.systemd {
         log.line("note: no systemd on the target (/run/systemd/system is absent): switch-to-configuration runs directly and the watchdog is a background sleep");
@@ -337,15 +337,15 @@ fn free_space(ctx: &Ctx, t: &Target, path: &str, f: &Facts, log: &Log) -> Result
         missing.len(),
         need >> 20
     ));
-    if let Some(free) = f.free_kib {
-        if free * 1024 < need {
-            bail!(
-                "preflight: {} has {} MiB free in /nix/store but the new system needs about {} MiB; free space on it (`nix-collect-garbage --delete-older-than 30d`) and deploy again",
-                t.name,
-                free >> 10,
-                need >> 20
-            );
-        }
+    if let Some(free) = f.free_kib
+        && free * 1024 < need
+    {
+        bail!(
+            "preflight: {} has {} MiB free in /nix/store but the new system needs about {} MiB; free space on it (`nix-collect-garbage --delete-older-than 30d`) and deploy again",
+            t.name,
+            free >> 10,
+            need >> 20
+        );
     }
     Ok(())
 }

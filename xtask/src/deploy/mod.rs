@@ -146,8 +146,7 @@ pub fn last_words(out: &Output) -> String {
     );
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("debug") && !l.starts_with("warning:"))
-        .last()
+        .rfind(|l| !l.is_empty() && !l.starts_with("debug") && !l.starts_with("warning:"))
         .unwrap_or("no output")
         .to_string()
 }

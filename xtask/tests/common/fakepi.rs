@@ -453,6 +453,17 @@ impl Fleet {
         std::fs::write(self.repo().join("hosts/fleet.toml"), text).unwrap();
     }
 
+    /// Makes `alias` an SSH name for a fake Pi (e.g. to use it as a build host).
+    pub fn ssh_alias(&self, name: &str, alias: &str) {
+        let path = self.work().join("ssh_config");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text += &format!(
+            "\nHost {alias}\n  HostName 127.0.0.1\n  Port {}\n",
+            self.pi(name).port
+        );
+        std::fs::write(path, text).unwrap();
+    }
+
     /// Writes a host's settings (its configuration changes accordingly).
     pub fn set(&self, name: &str, spec: &Spec) {
         let dir = self.repo().join("hosts").join(name);
@@ -567,12 +578,12 @@ impl Fleet {
                 return;
             }
             let i = self.pis.iter().position(|p| p.name == name).unwrap();
-            if let Some(c) = self.pis[i].child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    let log = std::fs::read_to_string(self.pis[i].dir.join("console.log"))
-                        .unwrap_or_default();
-                    panic!("fake Pi {name} exited ({st}) while booting:\n{log}");
-                }
+            if let Some(c) = self.pis[i].child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                let log = std::fs::read_to_string(self.pis[i].dir.join("console.log"))
+                    .unwrap_or_default();
+                panic!("fake Pi {name} exited ({st}) while booting:\n{log}");
             }
             if start.elapsed() > Duration::from_secs(60) {
                 panic!("fake Pi {name} did not answer SSH within 60 s");
