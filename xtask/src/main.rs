@@ -2,6 +2,7 @@
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
 mod cmd;
+mod container_pins;
 mod containers;
 mod exec;
 mod inventory;
