@@ -5,6 +5,8 @@ mod cmd;
 mod container_pins;
 mod containers;
 mod exec;
+mod git;
+mod image;
 mod inventory;
 mod nix;
 mod repo;
@@ -41,6 +43,8 @@ enum Command {
     AddKey(cmd::add_key::Args),
     /// Add a Pi: its inventory entry and hosts/<name>/default.nix
     NewHost(cmd::new_host::Args),
+    /// Build a host's SD card image into out/<host>/<host>.img.zst
+    Sd(cmd::sd::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
 }
@@ -60,6 +64,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::Sd(args) => cmd::sd::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     }
 }

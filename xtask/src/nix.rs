@@ -83,6 +83,39 @@ pub fn error_summary(msg: &str) -> String {
         .to_string()
 }
 
+/// The flake attribute of a host's SD image.
+pub fn sd_image_attr(host: &str) -> String {
+    format!("nixosConfigurations.{host}.config.system.build.sdImage")
+}
+
+/// `nix build` (or `nom build`, which shows Nix's progress as a tree) of an
+/// installable, leaving a `result` link at `out_link`. With `build_host`
+/// (an SSH destination of an aarch64 machine), Nix's remote build support
+/// builds every derivation there (`--max-jobs 0`), the build host fetching
+/// what it can from the binary cache itself.
+pub fn build<'a>(
+    sh: &'a Shell,
+    installable: &str,
+    out_link: &Path,
+    build_host: Option<&str>,
+    nom: bool,
+) -> Cmd<'a> {
+    let program = if nom { "nom" } else { "nix" };
+    let mut c = cmd!(sh, "{program} build --extra-experimental-features")
+        .arg("nix-command flakes")
+        .arg("--out-link")
+        .arg(out_link)
+        .arg(installable);
+    if let Some(host) = build_host {
+        c = c
+            .arg("--builders")
+            .arg(format!("ssh://{host} aarch64-linux"))
+            .args(["--max-jobs", "0"])
+            .args(["--option", "builders-use-substitutes", "true"]);
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +125,21 @@ mod tests {
         let msg = "error: syntax error, unexpected '}'\n\n       at /x/hosts/a/default.nix:3:1:\n\n            2|";
         assert_eq!(error_line(msg, Path::new("/x/hosts/a/default.nix")), 3);
         assert_eq!(error_summary(msg), "syntax error, unexpected '}'");
+    }
+
+    #[test]
+    fn build_command() {
+        let sh = Shell::new().unwrap();
+        let c = build(&sh, "/r#x", Path::new("/o/.result"), None, false);
+        assert_eq!(
+            c.to_string(),
+            "nix build --extra-experimental-features \"nix-command flakes\" --out-link /o/.result /r#x"
+        );
+        let c = build(&sh, "/r#x", Path::new("/o/l"), Some("pi@arm"), true);
+        assert!(c.to_string().starts_with("nom build "));
+        assert!(c.to_string().ends_with(
+            "/r#x --builders \"ssh://pi@arm aarch64-linux\" --max-jobs 0 --option builders-use-substitutes true"
+        ));
     }
 
     #[test]
