@@ -158,7 +158,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
     }
     if args.decompress {
-        println!("  raw     {}", shown(root, &plan.raw));
+        println!("  file    {}", shown(root, &plan.raw));
     }
     println!("next: cargo xtask flash {} /dev/sdX", plan.host.name);
     Ok(())
@@ -201,7 +201,7 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
     if let Some(ssid) = &host.wifi {
         let why = if host.model.wifi_only() {
             format!(
-                "a {} has no Ethernet, so without it the Pi is unreachable",
+                "a {} has no Ethernet: without Wi-Fi it is unreachable",
                 host.model
             )
         } else {
@@ -214,7 +214,7 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
             },
             None if wifi::can_prompt() => ask = true,
             None => refusals.push(format!(
-                "host `{}` joins the Wi-Fi `{ssid}` and {why}, but there is no terminal to ask for its password: pass --wifi-secrets FILE (a file holding only the password, mode 600)",
+                "host `{}` needs the password of the Wi-Fi `{ssid}` ({why}), and there is no terminal to ask for it: pass --wifi-secrets FILE (a file holding only the password, mode 600)",
                 host.name
             )),
         }

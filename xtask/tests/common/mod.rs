@@ -90,3 +90,4 @@ pub fn copy(from: &Path, to: &Path) {
         std::fs::copy(from, to).unwrap();
     }
 }
+pub mod sd_fixture;
