@@ -6,3 +6,4 @@ pub mod completions;
 pub mod list;
 pub mod new_host;
 pub mod sd;
+pub mod setup_binfmt;

@@ -324,8 +324,7 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
 /// registered with binfmt, Nix told about the platform): the checks of
 /// `cargo xtask setup-binfmt`, called, not copied.
 fn aarch64_ready() -> Result<()> {
-    // BINFMT: call `crate::binfmt::ensure_ready(false)` here (branch `binfmt`).
-    Ok(())
+    crate::binfmt::ensure_ready(false)
 }
 
 /// Copies (and, for Wi-Fi hosts, completes) the built image into place.
