@@ -282,7 +282,7 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
             host.name,
             refusals
                 .iter()
-                .map(|r| format!("  - {r}"))
+                .map(|r| format!("  - {}", r.replace('\n', "\n    ")))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
