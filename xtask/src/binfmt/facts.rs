@@ -211,7 +211,10 @@ fn find_boot_rule() -> Option<(PathBuf, Entry)> {
             }
         }
     }
-    // binfmt-support: "package\nmagic|extension\noffset\nmagic\nmask\ninterpreter\n..."
+    // binfmt-support's formats (`key value` lines), used when it is installed.
+    if !Path::new("/usr/sbin/update-binfmts").exists() {
+        return None;
+    }
     let f = Path::new(BINFMTS).join(entry::NAME);
     let text = std::fs::read_to_string(&f).ok()?;
     let interpreter = text

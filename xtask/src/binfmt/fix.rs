@@ -134,7 +134,7 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
     let drop_in_current = std::fs::read_to_string(facts::DROP_IN).ok();
     let boot_ok =
         matches!(&f.boot_rule, Some((_, e)) if e.has_flag('F') && static_file(&e.interpreter));
-    if (!boot_ok || !registration_ok) && drop_in_current.as_deref() != Some(&format!("{line}\n")) {
+    if !boot_ok && drop_in_current.as_deref() != Some(&format!("{line}\n")) {
         let mut steps = Vec::new();
         if !Path::new("/etc/binfmt.d").is_dir() {
             steps.push(Step::new(&["mkdir", "-p", "/etc/binfmt.d"]));

@@ -309,7 +309,10 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             Err(stderr) => {
                 let (why, fix) = diagnose(stderr, f, n);
                 Check::fail(
-                    format!("Nix could not build an aarch64-linux derivation {sandbox}: {why}"),
+                    format!(
+                        "Nix could not build an aarch64-linux derivation {sandbox}: {why}\n    nix said: {}",
+                        nix_message(stderr)
+                    ),
                     fix,
                 )
             }
@@ -476,6 +479,23 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     }
 }
 
+/// The line of a failed build's output that says what went wrong.
+fn nix_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    lines
+        .iter()
+        .find(|l| l.contains("executing '") || l.contains("Exec format error"))
+        .or_else(|| lines.iter().find(|l| l.starts_with("error:")))
+        .or(lines.last())
+        .map(|l| match l.find("executing '") {
+            // Nix 2.8 frames the builder's message in a box.
+            Some(i) => l[i..].trim().to_string(),
+            None => l.trim_start_matches("error:").trim().to_string(),
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "nothing".into())
+}
+
 /// What a failed Nix probe build means, and its fix.
 fn diagnose(stderr: &str, f: &Facts, n: &NixFacts) -> (String, String) {
     let su = sudo(f);
@@ -494,7 +514,8 @@ fn diagnose(stderr: &str, f: &Facts, n: &NixFacts) -> (String, String) {
             (
                 "Nix refuses aarch64-linux (\"a 'aarch64-linux' … is required\"): extra-platforms lacks it".into(),
                 format!(
-                    "add `extra-platforms = aarch64-linux i686-linux` to {}",
+                    "add `extra-platforms = {}` to {}",
+                    fix::wanted_platforms(&nix_config(f).map(|c| nixconf::words(c, "extra-platforms")).unwrap_or_default()).join(" "),
                     n.edit_file.display()
                 ),
             )
