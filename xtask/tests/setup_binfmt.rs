@@ -219,3 +219,24 @@ fn namespace_registrations_stay_private() {
     assert!(stdout.ends_with(binfmt_ns::DEFAULT_NIX_CONF), "{stdout}");
     assert_eq!(outside(), before);
 }
+
+/// Without F, the other fix: the interpreter and its target in
+/// extra-sandbox-paths. The check accepts it and the sandboxed build works.
+#[test]
+fn sandbox_paths_instead_of_flag_f() {
+    if !ready() {
+        return;
+    }
+    let out = BinfmtNs::new()
+        .register_qemu("OP")
+        .nix_conf("sandbox = true\nextra-platforms = aarch64-linux i686-linux\nextra-sandbox-paths = /usr/libexec/qemu-binfmt /usr/bin/qemu-aarch64-static\n")
+        .run(xtask_bin(), &["setup-binfmt", "--check"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("✓ no flag F, but the interpreter is in Nix's extra-sandbox-paths"),
+        "{stdout}"
+    );
+    let built = built_path(&stdout);
+    assert_eq!(std::fs::read(&built).unwrap(), b"hello from aarch64\n");
+}

@@ -216,26 +216,8 @@ fn find_boot_rule() -> Option<(PathBuf, Entry)> {
         return None;
     }
     let f = Path::new(BINFMTS).join(entry::NAME);
-    let text = std::fs::read_to_string(&f).ok()?;
-    let interpreter = text
-        .lines()
-        .find_map(|l| l.strip_prefix("interpreter "))?
-        .to_string();
-    let fix = text.lines().any(|l| l.trim() == "fix_binary yes");
-    Some((
-        f,
-        Entry {
-            name: entry::NAME.into(),
-            enabled: true,
-            interpreter,
-            flags: if fix { "F".into() } else { String::new() },
-            rule: entry::Rule::Magic {
-                offset: 0,
-                magic: entry::MAGIC.to_vec(),
-                mask: Some(entry::MASK.to_vec()),
-            },
-        },
-    ))
+    let e = entry::parse_binfmts(entry::NAME, &std::fs::read_to_string(&f).ok()?)?;
+    Some((f, e))
 }
 
 fn current_user() -> User {
