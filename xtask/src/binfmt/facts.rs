@@ -261,6 +261,33 @@ fn current_user() -> User {
     }
 }
 
+/// Users in a group by /etc/group and /etc/passwd (members and those whose
+/// primary group it is), whatever this process's own groups are.
+pub fn group_members(name: &str) -> Vec<String> {
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let Some(fields) = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == name)
+    else {
+        return Vec::new();
+    };
+    let mut members: Vec<String> = fields[3]
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    members.extend(
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .filter(|p| p.len() > 3 && p[3] == fields[2])
+            .map(|p| p[0].to_string()),
+    );
+    members
+}
+
 fn gather_nix(sh: &Shell) -> NixFacts {
     let version_text = exec::read(xshell::cmd!(sh, "nix --version")).unwrap_or_default();
     let version = nixconf::parse_version(&version_text);

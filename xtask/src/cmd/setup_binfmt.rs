@@ -53,6 +53,9 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
             println!("dry run: nothing was changed");
             return Ok(());
         }
+        if !root && !crate::exec::have("sudo") {
+            bail!("these changes need root and sudo is not installed: run this command as root");
+        }
         if !args.yes && !confirm()? {
             bail!("nothing was changed (answer y, or pass --yes)");
         }
