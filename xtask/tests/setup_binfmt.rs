@@ -240,3 +240,46 @@ fn sandbox_paths_instead_of_flag_f() {
     let built = built_path(&stdout);
     assert_eq!(std::fs::read(&built).unwrap(), b"hello from aarch64\n");
 }
+
+/// A user of a real nix-daemon (Debian's nix-setup-systemd layout): the
+/// build goes through the daemon; a nix.conf change after the daemon
+/// started is caught; a user outside nix-users is told to join it.
+#[test]
+fn daemon_users() {
+    if !common::prerequisite(binfmt_ns::missing_for_daemon()) {
+        return;
+    }
+    let x = sh_quote(xtask_bin());
+    let (as_user, as_outsider) = (binfmt_ns::AS_NOBODY, binfmt_ns::AS_NOBODY_OUTSIDE_NIX_USERS);
+    let script = format!(
+        "{as_user} {x} setup-binfmt --check; echo \"member $?\"; \
+         sleep 1.1; echo 'max-jobs = 2' >> /etc/nix/nix.conf; \
+         echo ==stale; {as_user} {x} setup-binfmt --check; echo \"stale $?\"; \
+         echo ==outsider; {as_outsider} {x} setup-binfmt --check; echo \"outsider $?\""
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(NIX_READY)
+        .nix_daemon()
+        .script(&script);
+    let (stdout, stderr) = text(&out);
+    let (member, rest) = stdout.split_once("==stale\n").unwrap();
+    let (stale, outsider) = rest.split_once("==outsider\n").unwrap();
+    assert!(member.contains("member 0"), "{stdout}\n{stderr}");
+    assert!(member.contains("builds go through nix-daemon"), "{member}");
+    assert!(member.contains("✓ nobody may use nix-daemon"), "{member}");
+    let built = built_path(member);
+    assert_eq!(std::fs::read(&built).unwrap(), b"hello from aarch64\n");
+    assert!(stale.contains("stale 1"), "{stale}");
+    assert!(
+        stale.contains("✗ nix-daemon (pid ")
+            && stale.contains("fix: sudo systemctl restart nix-daemon"),
+        "{stale}"
+    );
+    assert!(outsider.contains("outsider 1"), "{outsider}");
+    assert!(
+        outsider.contains("✗ nobody may not use nix-daemon")
+            && outsider.contains("sudo usermod -aG nix-users nobody"),
+        "{outsider}"
+    );
+}

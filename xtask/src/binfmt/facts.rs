@@ -74,8 +74,8 @@ pub struct NixFacts {
     pub edit_file: PathBuf,
     pub conf_changed: Option<SystemTime>,
     pub daemon: Option<Daemon>,
-    /// `Err(reason)` when this user may not use the daemon.
-    pub allowed: Result<(), String>,
+    /// Whether this user may use the daemon.
+    pub allowed: Result<(), Denied>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -104,6 +104,18 @@ impl Flavour {
             Flavour::Official { multi_user: true } | Flavour::Distribution { daemon: true }
         )
     }
+}
+
+/// Why builds through the daemon cannot start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denied {
+    /// Nothing listens on the socket.
+    NotRunning(String),
+    /// The socket refuses this user (the distribution limits it to the
+    /// `nix-users` group).
+    NoAccess(String),
+    /// The user is in neither allowed-users nor trusted-users.
+    NotListed,
 }
 
 pub struct Daemon {
@@ -296,7 +308,8 @@ fn gather_nix(sh: &Shell) -> NixFacts {
     let uses_daemon = match std::env::var("NIX_REMOTE").as_deref() {
         Ok("daemon") | Ok("unix://") => true,
         Ok(s) if !s.is_empty() && s != "auto" => false,
-        _ => !state_dir_writable(root) && Path::new(DAEMON_SOCKET).exists(),
+        // The socket's folder, not the socket: the folder may be closed to us.
+        _ => !state_dir_writable(root) && Path::new(DAEMON_SOCKET).parent().unwrap().exists(),
     };
     let conf_dir = std::env::var_os("NIX_CONF_DIR")
         .map(PathBuf::from)
@@ -423,12 +436,17 @@ fn state_dir_writable(root: bool) -> bool {
 fn daemon_allows(
     config: &Result<BTreeMap<String, String>, String>,
     user: &User,
-) -> Result<(), String> {
+) -> Result<(), Denied> {
+    use std::io::ErrorKind;
     if user.root {
         return Ok(());
     }
     if let Err(e) = std::os::unix::net::UnixStream::connect(DAEMON_SOCKET) {
-        return Err(format!("cannot connect to {DAEMON_SOCKET}: {e}"));
+        let why = format!("cannot connect to {DAEMON_SOCKET}: {e}");
+        return Err(match e.kind() {
+            ErrorKind::PermissionDenied => Denied::NoAccess(why),
+            _ => Denied::NotRunning(why),
+        });
     }
     let Ok(config) = config else {
         return Ok(());
@@ -444,10 +462,7 @@ fn daemon_allows(
     if listed("allowed-users") || listed("trusted-users") {
         Ok(())
     } else {
-        Err(format!(
-            "{} is in neither allowed-users nor trusted-users",
-            user.name
-        ))
+        Err(Denied::NotListed)
     }
 }
 

@@ -167,7 +167,7 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
                     &["nix-command", "flakes"],
                 );
             }
-            if n.allowed.is_err() && !matches!(n.flavour, Flavour::Distribution { .. }) {
+            if n.allowed == Err(facts::Denied::NotListed) {
                 new = nixconf::add_values(&new, &["extra-allowed-users"], &[&f.user.name]);
             }
             if new != old {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use xshell::Shell;
 
-use facts::{Facts, Flavour, NixFacts};
+use facts::{Denied, Facts, Flavour, NixFacts};
 
 /// Nixpkgs 26.05 needs at least this Nix.
 pub const MIN_NIX: (u32, u32) = (2, 18);
@@ -443,14 +443,19 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     } else {
         match &n.allowed {
             Ok(()) => checks.push(Check::ok(format!("{} may use nix-daemon", f.user.name))),
-            Err(why) => {
+            Err(Denied::NotRunning(why)) => checks.push(Check::fail(
+                format!("nix-daemon is not running: {why}"),
+                format!("{}systemctl start nix-daemon", sudo(f)),
+            )),
+            Err(Denied::NoAccess(why)) => {
                 let fix = match n.flavour {
                     Flavour::Distribution { .. } => format!(
                         "sudo usermod -aG nix-users {}\nthen log out and in again (or run `newgrp nix-users`)",
                         f.user.name
                     ),
                     _ => format!(
-                        "add `extra-allowed-users = {}` to {edit}{restart_note}",
+                        "make {} reachable for {}",
+                        facts::DAEMON_SOCKET,
                         f.user.name
                     ),
                 };
@@ -459,6 +464,16 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
                     fix,
                 ));
             }
+            Err(Denied::NotListed) => checks.push(Check::fail(
+                format!(
+                    "{} may not use nix-daemon: not in allowed-users or trusted-users",
+                    f.user.name
+                ),
+                format!(
+                    "add `extra-allowed-users = {}` to {edit}{restart_note}",
+                    f.user.name
+                ),
+            )),
         }
     }
     if let Some(d) = &n.daemon {
@@ -754,10 +769,10 @@ mod tests {
     #[test]
     fn daemon_users() {
         let mut f = good();
-        nix(&mut f).allowed = Err(
+        nix(&mut f).allowed = Err(Denied::NoAccess(
             "cannot connect to /nix/var/nix/daemon-socket/socket: Permission denied (os error 13)"
                 .into(),
-        );
+        ));
         let failed = failures(&f);
         assert!(
             failed[0].contains("alice may not use nix-daemon"),
@@ -765,6 +780,18 @@ mod tests {
         );
         assert!(
             failed[0].contains("sudo usermod -aG nix-users alice"),
+            "{failed:?}"
+        );
+        nix(&mut f).allowed = Err(Denied::NotListed);
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("add `extra-allowed-users = alice`"),
+            "{failed:?}"
+        );
+        nix(&mut f).allowed = Err(Denied::NotRunning("connection refused".into()));
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("fix: sudo systemctl start nix-daemon"),
             "{failed:?}"
         );
         f.user.root = true;

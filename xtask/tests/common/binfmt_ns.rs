@@ -8,7 +8,11 @@
 //! - optionally `/usr/lib/binfmt.d` too, holding the boot-time rules of the
 //!   packages you choose to pretend are installed;
 //! - `/proc` shows only the namespace's processes;
-//! - `HOME` is a temp dir.
+//! - `HOME` is a temp dir (writable by every user);
+//! - optionally a real `nix-daemon` runs, listening on a private
+//!   `/nix/var/nix/daemon-socket` (mode 0770, group `nix-users`, as Debian's
+//!   `nix-setup-systemd` makes it); run commands as another user with
+//!   [`AS_NOBODY`] or [`AS_NOBODY_OUTSIDE_NIX_USERS`].
 //!
 //! The parent (root) writes a full identity map (`0 0 65536`) for users and
 //! groups, so root inside is root outside for files: real `nix` runs as a
@@ -54,10 +58,40 @@ fi
 if [ -n "$BINFMT_NS_REGISTER" ]; then
   printf '%s' "$BINFMT_NS_REGISTER" > /proc/sys/fs/binfmt_misc/register
 fi
-unset BINFMT_NS_NIX_CONF BINFMT_NS_REGISTER BINFMT_NS_PACKAGE_RULE
+if [ -n "$BINFMT_NS_DAEMON" ]; then
+  mount -t tmpfs -o mode=0770 tmpfs /nix/var/nix/daemon-socket
+  chgrp nix-users /nix/var/nix/daemon-socket
+  nix-daemon --daemon >"$HOME/nix-daemon.log" 2>&1 &
+  n=0
+  until [ -S /nix/var/nix/daemon-socket/socket ]; do
+    n=$((n + 1)); [ "$n" -lt 500 ] || { echo "nix-daemon did not start" >&2; exit 98; }
+    sleep 0.01
+  done
+fi
+chmod 0777 "$HOME"
+unset BINFMT_NS_NIX_CONF BINFMT_NS_REGISTER BINFMT_NS_PACKAGE_RULE BINFMT_NS_DAEMON
 set +e
 exec "$@"
 "#;
+
+/// A shell prefix running a command as `nobody` in group `nix-users`.
+pub const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --groups=\"$(getent group nix-users | cut -d: -f3)\" env USER=nobody";
+/// A shell prefix running a command as `nobody` without extra groups.
+pub const AS_NOBODY_OUTSIDE_NIX_USERS: &str =
+    "setpriv --reuid=65534 --regid=65534 --clear-groups env USER=nobody";
+
+/// `None` when this machine can also run the namespace's nix-daemon for
+/// other users, else the reason.
+pub fn missing_for_daemon() -> Option<String> {
+    missing()
+        .or_else(|| super::need_program("setpriv", "util-linux"))
+        .or_else(|| super::need_program("nix-daemon", "nix-bin"))
+        .or_else(|| {
+            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            (!group.lines().any(|l| l.starts_with("nix-users:")))
+                .then(|| "no group nix-users (apt-get install nix-setup-systemd)".to_string())
+        })
+}
 
 /// `None` when this machine can make the namespace, else the reason.
 pub fn missing() -> Option<String> {
@@ -94,6 +128,7 @@ pub fn missing() -> Option<String> {
 /// A namespace to be: what is registered and what nix.conf says.
 pub struct BinfmtNs {
     register: Option<String>,
+    daemon: bool,
     package_rule: Option<String>,
     nix_conf: String,
     home: tempfile::TempDir,
@@ -110,6 +145,7 @@ impl BinfmtNs {
     pub fn new() -> Self {
         BinfmtNs {
             register: None,
+            daemon: false,
             package_rule: None,
             nix_conf: DEFAULT_NIX_CONF.to_string(),
             home: tempfile::tempdir().unwrap(),
@@ -127,6 +163,13 @@ impl BinfmtNs {
     /// the qemu-aarch64 rule with these flags, as a package would install.
     pub fn package_rule(mut self, flags: &str) -> Self {
         self.package_rule = Some(qemu_rule(flags));
+        self
+    }
+
+    /// Starts a real `nix-daemon` (reading the private nix.conf) before the
+    /// command; builds by users other than root then go through it.
+    pub fn nix_daemon(mut self) -> Self {
+        self.daemon = true;
         self
     }
 
@@ -157,6 +200,7 @@ impl BinfmtNs {
         .args(args)
         .env("HOME", self.home.path())
         .env("BINFMT_NS_NIX_CONF", &self.nix_conf)
+        .env("BINFMT_NS_DAEMON", if self.daemon { "1" } else { "" })
         .env("BINFMT_NS_REGISTER", self.register.as_deref().unwrap_or(""))
         .env(
             "BINFMT_NS_PACKAGE_RULE",
