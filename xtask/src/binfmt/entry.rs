@@ -224,7 +224,7 @@ fn unescape(s: &str) -> Option<Vec<u8>> {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("odd-length hex string {s:?}");
     }
     (0..s.len())

@@ -171,10 +171,10 @@ fn read_binfmt() -> Binfmt {
             let Ok(text) = std::fs::read_to_string(dir.join(&name)) else {
                 continue;
             };
-            if let Ok(e) = Entry::parse(&name, &text) {
-                if e.matches(&header) {
-                    aarch64.push(e);
-                }
+            if let Ok(e) = Entry::parse(&name, &text)
+                && e.matches(&header)
+            {
+                aarch64.push(e);
             }
         }
     }
@@ -368,13 +368,12 @@ fn show_config(
     };
     let mut nix_command = true;
     let mut out = run(false);
-    if let Ok(o) = &out {
-        if !o.status.success()
-            && String::from_utf8_lossy(&o.stderr).contains("experimental Nix feature 'nix-command'")
-        {
-            nix_command = false;
-            out = run(true);
-        }
+    if let Ok(o) = &out
+        && !o.status.success()
+        && String::from_utf8_lossy(&o.stderr).contains("experimental Nix feature 'nix-command'")
+    {
+        nix_command = false;
+        out = run(true);
     }
     let config = match out {
         Ok(o) if o.status.success() => Ok(nixconf::parse_show_config(&String::from_utf8_lossy(

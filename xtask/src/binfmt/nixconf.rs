@@ -64,8 +64,7 @@ fn settings(conf: &str) -> Vec<(usize, String, String)> {
 fn file_value(conf: &str, key: &str) -> Option<String> {
     settings(conf)
         .into_iter()
-        .filter(|(_, k, _)| k == key)
-        .last()
+        .rfind(|(_, k, _)| k == key)
         .map(|(_, _, v)| v)
 }
 
@@ -77,8 +76,7 @@ fn file_value(conf: &str, key: &str) -> Option<String> {
 pub fn add_values(conf: &str, keys: &[&str], values: &[&str]) -> String {
     let found = settings(conf)
         .into_iter()
-        .filter(|(_, k, _)| keys.contains(&k.as_str()))
-        .last();
+        .rfind(|(_, k, _)| keys.contains(&k.as_str()));
     let mut lines: Vec<String> = conf.lines().map(str::to_string).collect();
     match found {
         Some((i, _, value)) => {
