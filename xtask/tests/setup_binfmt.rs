@@ -283,3 +283,34 @@ fn daemon_users() {
         "{outsider}"
     );
 }
+
+/// Without Nix (hidden by a bind mount over /usr/bin/nix in the
+/// namespace): --check names both ways to install it, and the fix plan
+/// with --install-nix installs the distribution's packages.
+#[test]
+fn missing_nix() {
+    if !ready() {
+        return;
+    }
+    let x = sh_quote(xtask_bin());
+    let script = format!(
+        "mount --bind /dev/null \"$(command -v nix)\" || exit 99; \
+         {x} setup-binfmt --check; echo \"check $?\"; echo ==plan; \
+         {x} setup-binfmt --dry-run --install-nix; echo \"plan $?\""
+    );
+    let out = BinfmtNs::new().register_qemu("POF").script(&script);
+    let (stdout, stderr) = text(&out);
+    let (check, plan) = stdout.split_once("==plan\n").unwrap();
+    assert!(check.contains("check 1"), "{stdout}\n{stderr}");
+    assert!(check.contains("✗ Nix is not installed"), "{check}");
+    assert!(check.contains("--install-nix"), "{check}");
+    assert!(check.contains("https://nixos.org/nix/install"), "{check}");
+    assert!(check.contains("✓ an aarch64 program ran"), "{check}");
+    assert!(!check.contains("Nix built"), "{check}");
+    assert!(plan.contains("plan 0"), "{plan}\n{stderr}");
+    assert!(
+        plan.contains("$ apt-get install -y nix-bin nix-setup-systemd"),
+        "{plan}"
+    );
+    assert!(plan.contains("dry run: nothing was changed"), "{plan}");
+}
