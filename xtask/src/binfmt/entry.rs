@@ -159,6 +159,46 @@ pub fn parse_register_line(line: &str) -> Option<Entry> {
     })
 }
 
+/// A format file of binfmt-support (`/usr/share/binfmts/<name>`: `key
+/// value` lines), as the kernel will show it once registered.
+pub fn parse_binfmts(name: &str, text: &str) -> Option<Entry> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .map(str::trim)
+    };
+    let yes = |key: &str| field(key) == Some("yes");
+    let mut flags = String::new();
+    for (key, flag) in [
+        ("preserve", 'P'),
+        ("credentials", 'O'),
+        ("credentials", 'C'),
+        ("fix_binary", 'F'),
+    ] {
+        if yes(key) {
+            flags.push(flag);
+        }
+    }
+    let rule = match field("magic") {
+        Some(magic) => Rule::Magic {
+            offset: field("offset").unwrap_or("0").parse().ok()?,
+            magic: unescape(magic)?,
+            mask: match field("mask").filter(|m| !m.is_empty()) {
+                Some(m) => Some(unescape(m)?),
+                None => None,
+            },
+        },
+        None => Rule::Extension(field("extension")?.to_string()),
+    };
+    Some(Entry {
+        name: name.to_string(),
+        enabled: true,
+        interpreter: field("interpreter")?.to_string(),
+        flags,
+        rule,
+    })
+}
+
 /// `\xHH` for every byte, as binfmt_misc registration lines take them.
 fn escape(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
@@ -184,7 +224,7 @@ fn unescape(s: &str) -> Option<Vec<u8>> {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("odd-length hex string {s:?}");
     }
     (0..s.len())
@@ -198,16 +238,24 @@ mod tests {
     use super::*;
     use crate::binfmt::probe;
 
-    // Captured from `cat /proc/sys/fs/binfmt_misc/qemu-aarch64`.
-    /// Debian 12, qemu-user-static 1:7.2 (flags from /usr/lib/binfmt.d: OPF).
+    // Texts of `/proc/sys/fs/binfmt_misc/qemu-aarch64`.
+    /// Debian 12, qemu-user-static 1:7.2, captured (rule OPF from
+    /// /usr/lib/binfmt.d/qemu-aarch64.conf).
     const DEBIAN_12: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
-    /// Ubuntu 22.04, qemu-user-static 1:6.2 (registered by binfmt-support).
-    const UBUNTU_22_04: &str = "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
-    /// Ubuntu 24.04, qemu-user-binfmt (the dynamic qemu, no F).
+    /// Ubuntu 22.04, qemu-user-static 1:6.2 registered by binfmt-support
+    /// from its /usr/share/binfmts/qemu-aarch64 (see `UBUNTU_22_04_BINFMTS`):
+    /// preserve, credentials (which implies O) and fix_binary.
+    const UBUNTU_22_04: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POCF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
+    /// An Ubuntu GitHub runner after multiarch/qemu-user-static, captured
+    /// (uraimo/run-on-arch-action#75): only F.
+    const UBUNTU_MULTIARCH: &str = "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
+    /// Ubuntu 24.04 with qemu-user-binfmt: the dynamic qemu, no F
+    /// (reconstructed in the kernel's format).
     const UBUNTU_24_04_BINFMT: &str = "enabled\ninterpreter /usr/bin/qemu-aarch64\nflags: P\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
-    /// Ubuntu 24.04, qemu-user-static 1:8.2.
-    const UBUNTU_24_04_STATIC: &str = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POCF\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n";
-    /// An extension rule (Debian 12, python3.11).
+    /// A registration with a 19-byte magic, captured
+    /// (mkaczanowski/packer-plugin-builder-arm#15).
+    const SHORT_MAGIC: &str = "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\nmagic 7f454c460201010000000000000000000200b7\nmask ffffffffffffff00fffffffffffffffffeffff\n";
+    /// Debian 12, python3.11, captured.
     const PYTHON: &str =
         "enabled\ninterpreter /usr/bin/python3.11\nflags: \noffset 0\nmagic a70d0d0a\n";
     const DISABLED_EXT: &str = "disabled\ninterpreter /usr/bin/foo\nflags: \nextension .foo\n";
@@ -220,13 +268,13 @@ mod tests {
                 "/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
                 "POF",
             ),
-            (UBUNTU_22_04, "/usr/bin/qemu-aarch64-static", "F"),
-            (UBUNTU_24_04_BINFMT, "/usr/bin/qemu-aarch64", "P"),
             (
-                UBUNTU_24_04_STATIC,
+                UBUNTU_22_04,
                 "/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
                 "POCF",
             ),
+            (UBUNTU_MULTIARCH, "/usr/bin/qemu-aarch64-static", "F"),
+            (UBUNTU_24_04_BINFMT, "/usr/bin/qemu-aarch64", "P"),
         ] {
             let e = Entry::parse(NAME, text).unwrap();
             assert!(e.enabled);
@@ -243,6 +291,33 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_shorter_magic_still_claims_aarch64() {
+        let e = Entry::parse("aarch64", SHORT_MAGIC).unwrap();
+        assert!(e.matches(&probe::elf()));
+        assert!(e.has_flag('F'));
+    }
+
+    /// /usr/share/binfmts/qemu-aarch64 of Ubuntu 22.04's qemu-user-static,
+    /// captured (mkaczanowski/packer-plugin-builder-arm#133).
+    const UBUNTU_22_04_BINFMTS: &str = r"package qemu-user-static
+interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P
+magic \x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00
+offset 0
+mask \xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff
+credentials yes
+fix_binary yes
+preserve yes
+";
+
+    #[test]
+    fn parses_binfmt_support_formats() {
+        let e = parse_binfmts(NAME, UBUNTU_22_04_BINFMTS).unwrap();
+        assert_eq!(e, Entry::parse(NAME, UBUNTU_22_04).unwrap());
+        let no_f = UBUNTU_22_04_BINFMTS.replace("fix_binary yes", "fix_binary no");
+        assert!(!parse_binfmts(NAME, &no_f).unwrap().has_flag('F'));
     }
 
     #[test]

@@ -74,8 +74,8 @@ pub struct NixFacts {
     pub edit_file: PathBuf,
     pub conf_changed: Option<SystemTime>,
     pub daemon: Option<Daemon>,
-    /// `Err(reason)` when this user may not use the daemon.
-    pub allowed: Result<(), String>,
+    /// Whether this user may use the daemon.
+    pub allowed: Result<(), Denied>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -104,6 +104,18 @@ impl Flavour {
             Flavour::Official { multi_user: true } | Flavour::Distribution { daemon: true }
         )
     }
+}
+
+/// Why builds through the daemon cannot start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denied {
+    /// Nothing listens on the socket.
+    NotRunning(String),
+    /// The socket refuses this user (the distribution limits it to the
+    /// `nix-users` group).
+    NoAccess(String),
+    /// The user is in neither allowed-users nor trusted-users.
+    NotListed,
 }
 
 pub struct Daemon {
@@ -159,10 +171,10 @@ fn read_binfmt() -> Binfmt {
             let Ok(text) = std::fs::read_to_string(dir.join(&name)) else {
                 continue;
             };
-            if let Ok(e) = Entry::parse(&name, &text) {
-                if e.matches(&header) {
-                    aarch64.push(e);
-                }
+            if let Ok(e) = Entry::parse(&name, &text)
+                && e.matches(&header)
+            {
+                aarch64.push(e);
             }
         }
     }
@@ -211,28 +223,13 @@ fn find_boot_rule() -> Option<(PathBuf, Entry)> {
             }
         }
     }
-    // binfmt-support: "package\nmagic|extension\noffset\nmagic\nmask\ninterpreter\n..."
+    // binfmt-support's formats (`key value` lines), used when it is installed.
+    if !Path::new("/usr/sbin/update-binfmts").exists() {
+        return None;
+    }
     let f = Path::new(BINFMTS).join(entry::NAME);
-    let text = std::fs::read_to_string(&f).ok()?;
-    let interpreter = text
-        .lines()
-        .find_map(|l| l.strip_prefix("interpreter "))?
-        .to_string();
-    let fix = text.lines().any(|l| l.trim() == "fix_binary yes");
-    Some((
-        f,
-        Entry {
-            name: entry::NAME.into(),
-            enabled: true,
-            interpreter,
-            flags: if fix { "F".into() } else { String::new() },
-            rule: entry::Rule::Magic {
-                offset: 0,
-                magic: entry::MAGIC.to_vec(),
-                mask: Some(entry::MASK.to_vec()),
-            },
-        },
-    ))
+    let e = entry::parse_binfmts(entry::NAME, &std::fs::read_to_string(&f).ok()?)?;
+    Some((f, e))
 }
 
 fn current_user() -> User {
@@ -276,6 +273,33 @@ fn current_user() -> User {
     }
 }
 
+/// Users in a group by /etc/group and /etc/passwd (members and those whose
+/// primary group it is), whatever this process's own groups are.
+pub fn group_members(name: &str) -> Vec<String> {
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let Some(fields) = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == name)
+    else {
+        return Vec::new();
+    };
+    let mut members: Vec<String> = fields[3]
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    members.extend(
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .filter(|p| p.len() > 3 && p[3] == fields[2])
+            .map(|p| p[0].to_string()),
+    );
+    members
+}
+
 fn gather_nix(sh: &Shell) -> NixFacts {
     let version_text = exec::read(xshell::cmd!(sh, "nix --version")).unwrap_or_default();
     let version = nixconf::parse_version(&version_text);
@@ -284,7 +308,8 @@ fn gather_nix(sh: &Shell) -> NixFacts {
     let uses_daemon = match std::env::var("NIX_REMOTE").as_deref() {
         Ok("daemon") | Ok("unix://") => true,
         Ok(s) if !s.is_empty() && s != "auto" => false,
-        _ => !state_dir_writable(root) && Path::new(DAEMON_SOCKET).exists(),
+        // The socket's folder, not the socket: the folder may be closed to us.
+        _ => !state_dir_writable(root) && Path::new(DAEMON_SOCKET).parent().unwrap().exists(),
     };
     let conf_dir = std::env::var_os("NIX_CONF_DIR")
         .map(PathBuf::from)
@@ -343,13 +368,12 @@ fn show_config(
     };
     let mut nix_command = true;
     let mut out = run(false);
-    if let Ok(o) = &out {
-        if !o.status.success()
-            && String::from_utf8_lossy(&o.stderr).contains("experimental Nix feature 'nix-command'")
-        {
-            nix_command = false;
-            out = run(true);
-        }
+    if let Ok(o) = &out
+        && !o.status.success()
+        && String::from_utf8_lossy(&o.stderr).contains("experimental Nix feature 'nix-command'")
+    {
+        nix_command = false;
+        out = run(true);
     }
     let config = match out {
         Ok(o) if o.status.success() => Ok(nixconf::parse_show_config(&String::from_utf8_lossy(
@@ -411,12 +435,17 @@ fn state_dir_writable(root: bool) -> bool {
 fn daemon_allows(
     config: &Result<BTreeMap<String, String>, String>,
     user: &User,
-) -> Result<(), String> {
+) -> Result<(), Denied> {
+    use std::io::ErrorKind;
     if user.root {
         return Ok(());
     }
     if let Err(e) = std::os::unix::net::UnixStream::connect(DAEMON_SOCKET) {
-        return Err(format!("cannot connect to {DAEMON_SOCKET}: {e}"));
+        let why = format!("cannot connect to {DAEMON_SOCKET}: {e}");
+        return Err(match e.kind() {
+            ErrorKind::PermissionDenied => Denied::NoAccess(why),
+            _ => Denied::NotRunning(why),
+        });
     }
     let Ok(config) = config else {
         return Ok(());
@@ -432,10 +461,7 @@ fn daemon_allows(
     if listed("allowed-users") || listed("trusted-users") {
         Ok(())
     } else {
-        Err(format!(
-            "{} is in neither allowed-users nor trusted-users",
-            user.name
-        ))
+        Err(Denied::NotListed)
     }
 }
 

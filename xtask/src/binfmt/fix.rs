@@ -87,7 +87,7 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
         argv.extend(&packages);
         actions.push(Action {
             why: format!("install {}", packages.join(", ")),
-            steps: vec![Step::new(&argv)],
+            steps: vec![Step::new(&["apt-get", "update"]), Step::new(&argv)],
         });
     }
     let dir = facts::BINFMT_DIR;
@@ -134,7 +134,7 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
     let drop_in_current = std::fs::read_to_string(facts::DROP_IN).ok();
     let boot_ok =
         matches!(&f.boot_rule, Some((_, e)) if e.has_flag('F') && static_file(&e.interpreter));
-    if (!boot_ok || !registration_ok) && drop_in_current.as_deref() != Some(&format!("{line}\n")) {
+    if !boot_ok && drop_in_current.as_deref() != Some(&format!("{line}\n")) {
         let mut steps = Vec::new();
         if !Path::new("/etc/binfmt.d").is_dir() {
             steps.push(Step::new(&["mkdir", "-p", "/etc/binfmt.d"]));
@@ -167,7 +167,7 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
                     &["nix-command", "flakes"],
                 );
             }
-            if n.allowed.is_err() && !matches!(n.flavour, Flavour::Distribution { .. }) {
+            if n.allowed == Err(facts::Denied::NotListed) {
                 new = nixconf::add_values(&new, &["extra-allowed-users"], &[&f.user.name]);
             }
             if new != old {
@@ -175,14 +175,8 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
                 actions.push(conf_action(&n.edit_file, &old, new));
             }
         }
-        if n.allowed.is_err() && matches!(n.flavour, Flavour::Distribution { .. }) {
-            actions.push(Action {
-                why: format!(
-                    "let {} use nix-daemon (group nix-users; takes effect at the next login)",
-                    f.user.name
-                ),
-                steps: vec![Step::new(&["usermod", "-aG", "nix-users", &f.user.name])],
-            });
+        if let Some(action) = join_nix_users(f, n.flavour) {
+            actions.push(action);
         }
         let stale = n.daemon.as_ref().is_some_and(|d| {
             n.conf_changed
@@ -192,18 +186,30 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
             actions.push(restart_action());
         }
     } else if install_nix {
-        // After installing nix-bin: the daemon user group, for a sudo caller.
-        let user = invoking_user(f);
-        if let Some(user) = user {
-            actions.push(Action {
-                why: format!(
-                    "let {user} use nix-daemon (group nix-users; takes effect at the next login)"
-                ),
-                steps: vec![Step::new(&["usermod", "-aG", "nix-users", &user])],
-            });
+        // nix-setup-systemd's daemon lets in only the nix-users group.
+        if let Some(action) = join_nix_users(f, Flavour::Distribution { daemon: true }) {
+            actions.push(action);
         }
     }
     actions
+}
+
+/// With the distribution's daemon, the person behind the command must be
+/// in the `nix-users` group to use it.
+fn join_nix_users(f: &Facts, flavour: Flavour) -> Option<Action> {
+    if flavour != (Flavour::Distribution { daemon: true }) {
+        return None;
+    }
+    let user = invoking_user(f)?;
+    if facts::group_members("nix-users").contains(&user) {
+        return None;
+    }
+    Some(Action {
+        why: format!(
+            "let {user} use nix-daemon: add to group nix-users (takes effect at the next login)"
+        ),
+        steps: vec![Step::new(&["usermod", "-aG", "nix-users", &user])],
+    })
 }
 
 /// The person behind the command: the user, or who called sudo.

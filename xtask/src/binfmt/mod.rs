@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use xshell::Shell;
 
-use facts::{Facts, Flavour, NixFacts};
+use facts::{Denied, Facts, Flavour, NixFacts};
 
 /// Nixpkgs 26.05 needs at least this Nix.
 pub const MIN_NIX: (u32, u32) = (2, 18);
@@ -95,8 +95,12 @@ pub fn passed(checks: &[Check]) -> bool {
 pub fn ensure_ready(nix_probe: bool) -> Result<()> {
     let sh = Shell::new()?;
     let facts = facts::gather(&sh, nix_probe);
-    let checks = evaluate(&facts);
-    if passed(&checks) {
+    ready(&evaluate(&facts))
+}
+
+/// Ok when no check failed, else the error [`ensure_ready`] returns.
+pub fn ready(checks: &[Check]) -> Result<()> {
+    if passed(checks) {
         return Ok(());
     }
     let failed: Vec<String> = checks
@@ -309,7 +313,10 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             Err(stderr) => {
                 let (why, fix) = diagnose(stderr, f, n);
                 Check::fail(
-                    format!("Nix could not build an aarch64-linux derivation {sandbox}: {why}"),
+                    format!(
+                        "Nix could not build an aarch64-linux derivation {sandbox}: {why}\n    nix said: {}",
+                        nix_message(stderr)
+                    ),
                     fix,
                 )
             }
@@ -436,14 +443,19 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     } else {
         match &n.allowed {
             Ok(()) => checks.push(Check::ok(format!("{} may use nix-daemon", f.user.name))),
-            Err(why) => {
+            Err(Denied::NotRunning(why)) => checks.push(Check::fail(
+                format!("nix-daemon is not running: {why}"),
+                format!("{}systemctl start nix-daemon", sudo(f)),
+            )),
+            Err(Denied::NoAccess(why)) => {
                 let fix = match n.flavour {
                     Flavour::Distribution { .. } => format!(
                         "sudo usermod -aG nix-users {}\nthen log out and in again (or run `newgrp nix-users`)",
                         f.user.name
                     ),
                     _ => format!(
-                        "add `extra-allowed-users = {}` to {edit}{restart_note}",
+                        "make {} reachable for {}",
+                        facts::DAEMON_SOCKET,
                         f.user.name
                     ),
                 };
@@ -452,6 +464,16 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
                     fix,
                 ));
             }
+            Err(Denied::NotListed) => checks.push(Check::fail(
+                format!(
+                    "{} may not use nix-daemon: not in allowed-users or trusted-users",
+                    f.user.name
+                ),
+                format!(
+                    "add `extra-allowed-users = {}` to {edit}{restart_note}",
+                    f.user.name
+                ),
+            )),
         }
     }
     if let Some(d) = &n.daemon {
@@ -476,6 +498,23 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     }
 }
 
+/// The line of a failed build's output that says what went wrong.
+fn nix_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    lines
+        .iter()
+        .find(|l| l.contains("executing '") || l.contains("Exec format error"))
+        .or_else(|| lines.iter().find(|l| l.starts_with("error:")))
+        .or(lines.last())
+        .map(|l| match l.find("executing '") {
+            // Nix 2.8 frames the builder's message in a box.
+            Some(i) => l[i..].trim().to_string(),
+            None => l.trim_start_matches("error:").trim().to_string(),
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "nothing".into())
+}
+
 /// What a failed Nix probe build means, and its fix.
 fn diagnose(stderr: &str, f: &Facts, n: &NixFacts) -> (String, String) {
     let su = sudo(f);
@@ -494,7 +533,8 @@ fn diagnose(stderr: &str, f: &Facts, n: &NixFacts) -> (String, String) {
             (
                 "Nix refuses aarch64-linux (\"a 'aarch64-linux' … is required\"): extra-platforms lacks it".into(),
                 format!(
-                    "add `extra-platforms = aarch64-linux i686-linux` to {}",
+                    "add `extra-platforms = {}` to {}",
+                    fix::wanted_platforms(&nix_config(f).map(|c| nixconf::words(c, "extra-platforms")).unwrap_or_default()).join(" "),
                     n.edit_file.display()
                 ),
             )
@@ -522,5 +562,239 @@ fn diagnose(stderr: &str, f: &Facts, n: &NixFacts) -> (String, String) {
             crate::nix::error_summary(stderr),
             "run `cargo xtask setup-binfmt --check` again after fixing the checks above".into(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    use super::elf::Linkage;
+    use super::entry::{self, Entry, Rule};
+    use super::facts::{Binfmt, Daemon, NixFacts, User};
+    use super::*;
+
+    /// A Debian 12 workstation where everything is right, as a user of
+    /// the distribution's daemon.
+    fn good() -> Facts {
+        let config: BTreeMap<String, String> = [
+            ("allowed-users", "*"),
+            ("experimental-features", "flakes nix-command"),
+            ("extra-platforms", "aarch64-linux i686-linux"),
+            ("sandbox", "true"),
+            ("sandbox-paths", ""),
+            ("system", "x86_64-linux"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let qemu = Entry {
+            name: entry::NAME.into(),
+            enabled: true,
+            // Any file that exists: the linkage comes from `interpreter` below.
+            interpreter: "/bin/sh".into(),
+            flags: "POF".into(),
+            rule: Rule::Magic {
+                offset: 0,
+                magic: entry::MAGIC.to_vec(),
+                mask: Some(entry::MASK.to_vec()),
+            },
+        };
+        let now = SystemTime::now();
+        Facts {
+            arch: "x86_64",
+            os_name: "Debian GNU/Linux 12 (bookworm)".into(),
+            nixos: false,
+            user: User {
+                root: false,
+                name: "alice".into(),
+                groups: vec!["alice".into(), "nix-users".into()],
+            },
+            binfmt: Binfmt {
+                mounted: true,
+                enabled: true,
+                aarch64: vec![qemu.clone()],
+            },
+            interpreter: Some((PathBuf::from(&qemu.interpreter), Linkage::Static)),
+            boot_rule: Some((PathBuf::from("/usr/lib/binfmt.d/qemu-aarch64.conf"), qemu)),
+            nix: Some(NixFacts {
+                version_text: "nix (Nix) 2.24.10".into(),
+                version: Some((2, 24)),
+                flavour: Flavour::Distribution { daemon: true },
+                uses_daemon: true,
+                config: Ok(config),
+                nix_command: true,
+                conf_file: "/etc/nix/nix.conf".into(),
+                edit_file: "/etc/nix/nix.conf".into(),
+                conf_changed: Some(now - Duration::from_secs(3600)),
+                daemon: Some(Daemon {
+                    pid: 42,
+                    started: now - Duration::from_secs(60),
+                }),
+                allowed: Ok(()),
+            }),
+            elf_probe: Ok(()),
+            nix_probe: Some(Ok("/nix/store/x-aarch64-probe".into())),
+        }
+    }
+
+    fn failures(f: &Facts) -> Vec<String> {
+        evaluate(f)
+            .into_iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    fn nix(f: &mut Facts) -> &mut NixFacts {
+        f.nix.as_mut().unwrap()
+    }
+
+    #[test]
+    fn all_good_passes() {
+        let checks = evaluate(&good());
+        assert!(passed(&checks), "{checks:#?}");
+        assert!(ready(&checks).is_ok());
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:#?}");
+    }
+
+    #[test]
+    fn aarch64_and_nixos_hosts_stop_early() {
+        let mut f = good();
+        f.arch = "aarch64";
+        let checks = evaluate(&f);
+        assert_eq!(checks.len(), 1);
+        assert!(passed(&checks));
+        let mut f = good();
+        f.nixos = true;
+        f.binfmt.aarch64.clear();
+        let failed = failures(&f);
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].contains("boot.binfmt.emulatedSystems"),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn the_dynamic_qemu_trap() {
+        let mut f = good();
+        f.interpreter = Some((
+            "/usr/bin/qemu-aarch64".into(),
+            Linkage::Dynamic("/lib64/ld-linux-x86-64.so.2".into()),
+        ));
+        let failed = failures(&f);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("qemu-user-binfmt"), "{failed:?}");
+        assert!(
+            failed[0].contains("fix: sudo apt-get install qemu-user-static"),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn missing_f_is_a_failure_only_with_the_sandbox_on() {
+        let mut f = good();
+        f.binfmt.aarch64[0].flags = "PO".into();
+        let failed = failures(&f);
+        assert!(failed[0].contains("no flag F"), "{failed:?}");
+        assert!(failed[0].contains("echo -1 | sudo tee /proc/sys/fs/binfmt_misc/qemu-aarch64"));
+        let mut config = nix(&mut f).config.clone().unwrap();
+        config.insert("sandbox".into(), "false".into());
+        nix(&mut f).config = Ok(config);
+        assert!(failures(&f).is_empty());
+    }
+
+    #[test]
+    fn extra_platforms_and_a_stale_daemon() {
+        let mut f = good();
+        let mut config = nix(&mut f).config.clone().unwrap();
+        config.insert("extra-platforms".into(), "i686-linux".into());
+        nix(&mut f).config = Ok(config);
+        nix(&mut f).conf_changed = Some(SystemTime::now());
+        let failed = failures(&f);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed[0].contains("extra-platforms = aarch64-linux i686-linux"));
+        assert!(failed[0].contains("then sudo systemctl restart nix-daemon"));
+        assert!(failed[1].contains("nix-daemon (pid 42) started before /etc/nix/nix.conf"));
+        let err = ready(&evaluate(&f)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("this machine cannot build aarch64-linux yet:\n  ✗ "),
+            "{err}"
+        );
+        assert!(
+            err.contains("      fix: sudo systemctl restart nix-daemon"),
+            "{err}"
+        );
+        assert!(err.ends_with(
+            "run `cargo xtask setup-binfmt` to fix all of these (`--check` shows every check)"
+        ));
+    }
+
+    #[test]
+    fn nix_probe_diagnoses() {
+        let mut f = good();
+        f.nix_probe = Some(Err("error: a 'aarch64-linux' with features {} is required to build '/nix/store/x.drv', but I am a 'x86_64-linux'".into()));
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("nix-daemon still refuses aarch64-linux"),
+            "{failed:?}"
+        );
+        assert!(
+            failed[0].contains("nix said: a 'aarch64-linux' with features {}"),
+            "{failed:?}"
+        );
+        f.nix_probe = Some(Err("building '/nix/store/x.drv'...\n  Error  ~  executing '/nix/store/y-aarch64-probe-builder': No such file or directory  \nerror: builder for '/nix/store/x.drv' failed with exit code 1".into()));
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("registered without flag F"),
+            "{failed:?}"
+        );
+        assert!(failed[0].contains("nix said: executing '/nix/store/y-aarch64-probe-builder': No such file or directory"), "{failed:?}");
+    }
+
+    #[test]
+    fn missing_nix_names_both_ways() {
+        let mut f = good();
+        f.nix = None;
+        f.nix_probe = None;
+        let failed = failures(&f);
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].contains("--install-nix"));
+        assert!(failed[0].contains("https://nixos.org/nix/install"));
+    }
+
+    #[test]
+    fn daemon_users() {
+        let mut f = good();
+        nix(&mut f).allowed = Err(Denied::NoAccess(
+            "cannot connect to /nix/var/nix/daemon-socket/socket: Permission denied (os error 13)"
+                .into(),
+        ));
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("alice may not use nix-daemon"),
+            "{failed:?}"
+        );
+        assert!(
+            failed[0].contains("sudo usermod -aG nix-users alice"),
+            "{failed:?}"
+        );
+        nix(&mut f).allowed = Err(Denied::NotListed);
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("add `extra-allowed-users = alice`"),
+            "{failed:?}"
+        );
+        nix(&mut f).allowed = Err(Denied::NotRunning("connection refused".into()));
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("fix: sudo systemctl start nix-daemon"),
+            "{failed:?}"
+        );
+        f.user.root = true;
+        assert!(failures(&f).is_empty());
     }
 }

@@ -64,8 +64,7 @@ fn settings(conf: &str) -> Vec<(usize, String, String)> {
 fn file_value(conf: &str, key: &str) -> Option<String> {
     settings(conf)
         .into_iter()
-        .filter(|(_, k, _)| k == key)
-        .last()
+        .rfind(|(_, k, _)| k == key)
         .map(|(_, _, v)| v)
 }
 
@@ -77,8 +76,7 @@ fn file_value(conf: &str, key: &str) -> Option<String> {
 pub fn add_values(conf: &str, keys: &[&str], values: &[&str]) -> String {
     let found = settings(conf)
         .into_iter()
-        .filter(|(_, k, _)| keys.contains(&k.as_str()))
-        .last();
+        .rfind(|(_, k, _)| keys.contains(&k.as_str()));
     let mut lines: Vec<String> = conf.lines().map(str::to_string).collect();
     match found {
         Some((i, _, value)) => {
@@ -126,32 +124,29 @@ pub const COMMENT: &str = "# Added by `cargo xtask setup-binfmt` (aarch64 builds
 mod tests {
     use super::*;
 
-    /// `nix show-config` from Debian 12's nix-bin 2.8.0, as root, with the
-    /// packaged nix.conf (`sandbox = false`); lines shortened to those read.
+    /// `nix show-config` of Debian 12's nix-bin 2.8.0 as root with the
+    /// packaged nix.conf (`sandbox = false`), captured; the lines read.
     const SHOW_CONFIG_2_8: &str = "\
 allowed-users = *
-auto-optimise-store = false
-build-users-group = 
+build-users-group = nixbld
 experimental-features = 
-extra-platforms = i686-linux
-max-jobs = 1
+extra-platforms = i686-linux x86_64-v1-linux x86_64-v2-linux x86_64-v3-linux x86_64-v4-linux
 sandbox = false
-sandbox-fallback = true
 sandbox-paths = 
-substitute = true
 system = x86_64-linux
 trusted-users = root
 ";
 
-    /// `nix config show` from Nix 2.24 (official multi-user installer on
-    /// Ubuntu 24.04) after setup-binfmt.
-    const CONFIG_SHOW_2_24: &str = "\
+    /// The same after `extra-platforms`, `extra-experimental-features` and
+    /// `extra-sandbox-paths` lines were added, sandbox on, captured. (Nix
+    /// 2.20+ prints the same `key = value` lines for `nix config show`.)
+    const SHOW_CONFIG_2_8_SET: &str = "\
 allowed-users = *
 build-users-group = nixbld
-experimental-features = fetch-tree flakes nix-command
+experimental-features = flakes nix-command
 extra-platforms = aarch64-linux i686-linux
 sandbox = true
-sandbox-paths = /bin/sh=/nix/store/8xk3vlv4xv6lbzm6cmk7qqx1w4mqiy4h-busybox-static-x86_64-unknown-linux-musl-1.36.1/bin/busybox
+sandbox-paths = /usr/bin/qemu-aarch64-static /usr/libexec/qemu-binfmt
 system = x86_64-linux
 trusted-users = root
 ";
@@ -159,14 +154,19 @@ trusted-users = root
     #[test]
     fn reads_effective_config() {
         let c = parse_show_config(SHOW_CONFIG_2_8);
-        assert_eq!(words(&c, "extra-platforms"), ["i686-linux"]);
+        assert_eq!(words(&c, "extra-platforms")[0], "i686-linux");
         assert_eq!(words(&c, "experimental-features"), Vec::<&str>::new());
         assert_eq!(c["sandbox"], "false");
-        assert_eq!(c["build-users-group"], "");
-        let c = parse_show_config(CONFIG_SHOW_2_24);
+        assert_eq!(c["build-users-group"], "nixbld");
+        let c = parse_show_config(SHOW_CONFIG_2_8_SET);
         assert!(words(&c, "extra-platforms").contains(&"aarch64-linux"));
         assert!(words(&c, "experimental-features").contains(&"flakes"));
-        assert_eq!(words(&c, "sandbox-paths").len(), 1);
+        let paths = words(&c, "sandbox-paths");
+        assert!(sandbox_covers(
+            &paths,
+            "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"
+        ));
+        assert!(sandbox_covers(&paths, "/usr/bin/qemu-aarch64-static"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct Args {
 pub fn run(_root: &Path, args: Args) -> Result<()> {
     let sh = Shell::new()?;
     if args.check {
-        return check(&sh, !args.no_nix_probe);
+        return check(&sh, !args.no_nix_probe, false);
     }
     let facts = facts::gather(&sh, false);
     let before = binfmt::evaluate(&facts);
@@ -49,9 +49,15 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
         println!("nothing to change");
     } else {
         print_plan(&actions, root);
+        if facts.nix.is_none() && args.install_nix {
+            println!("- then Nix's settings for aarch64, planned once it is installed");
+        }
         if args.dry_run {
             println!("dry run: nothing was changed");
             return Ok(());
+        }
+        if !root && !crate::exec::have("sudo") {
+            bail!("these changes need root and sudo is not installed: run this command as root");
         }
         if !args.yes && !confirm()? {
             bail!("nothing was changed (answer y, or pass --yes)");
@@ -74,7 +80,7 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
         }
     }
     println!("checking again:");
-    check(&sh, true)
+    check(&sh, true, true)
 }
 
 fn print_plan(actions: &[fix::Action], root: bool) {
@@ -101,7 +107,7 @@ fn confirm() -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn check(sh: &Shell, nix_probe: bool) -> Result<()> {
+fn check(sh: &Shell, nix_probe: bool, after_fix: bool) -> Result<()> {
     let facts = facts::gather(sh, nix_probe);
     let checks = binfmt::evaluate(&facts);
     for c in &checks {
