@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::binfmt_ns::{self, BinfmtNs};
 use common::sd_fixture::{NIX_CONFIG, git, sd_fleet};
 use common::{need_program, prerequisite, xtask};
 
@@ -24,18 +25,36 @@ fn ready() -> bool {
             ("debugfs", "e2fsprogs"),
         ]
         .iter()
-        .find_map(|(p, pkg)| need_program(p, pkg)),
+        .find_map(|(p, pkg)| need_program(p, pkg))
+        .or_else(binfmt_ns::missing),
     )
 }
 
-/// `cargo xtask sd ARGS` on the fleet at `root`, with Nix set up for the fixture.
+/// The private namespace's nix.conf: aarch64 builds accepted, and what the
+/// fixture needs (no binary cache, no sandbox).
+fn ns_nix_conf() -> String {
+    format!("{NIX_CONFIG}\nextra-platforms = aarch64-linux i686-linux\n")
+}
+
+/// `cargo xtask --flake ROOT sd ARGS` in the binfmt harness's private
+/// namespace, where this machine can build aarch64 (qemu-aarch64 registered
+/// with the F flag, Nix told about aarch64-linux) without touching its own
+/// binfmt registrations or /etc. Stdin is not a terminal.
 fn sd(root: &Path, args: &[&str]) -> std::process::Output {
-    xtask(root)
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .arg("sd")
-        .args(args)
-        .output()
-        .unwrap()
+    sd_in(
+        BinfmtNs::new()
+            .register_qemu("POF")
+            .nix_conf(&ns_nix_conf()),
+        root,
+        args,
+    )
+}
+
+fn sd_in(ns: BinfmtNs, root: &Path, args: &[&str]) -> std::process::Output {
+    let bin = assert_cmd::cargo::cargo_bin("xtask");
+    let mut all = vec!["--flake", root.to_str().unwrap(), "sd"];
+    all.extend_from_slice(args);
+    ns.run(bin, &all)
 }
 
 fn text(b: &[u8]) -> String {
@@ -356,6 +375,91 @@ fn refused(root: &Path, args: &[&str], message: &str) {
         "built despite refusing:\n{stderr}"
     );
     assert!(!root.join("out").exists());
+}
+
+#[test]
+fn refuses_when_this_machine_cannot_build_aarch64() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    // Nothing registered with binfmt_misc, Nix not told about aarch64: the
+    // setup-binfmt checks fail and sd says how to fix them.
+    let out = sd_in(BinfmtNs::new(), root, &["rpi-box-01"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("  - this machine cannot build aarch64-linux yet:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run `cargo xtask setup-binfmt` to fix all of these"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(or build on an aarch64 machine: --build-host user@machine)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("$ nix build"));
+    // A build host needs no emulation here.
+    let out = sd_in(
+        BinfmtNs::new(),
+        root,
+        &["rpi-box-01", "--dry-run", "--build-host", "nix@arm-builder"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn asks_for_the_wifi_password_on_a_terminal() {
+    if !ready() || !prerequisite(need_program("script", "bsdutils")) {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let bin = assert_cmd::cargo::cargo_bin("xtask");
+    // `script` gives the command a terminal; the password is typed twice.
+    // It ends by touching `done`, which ends the typing side of the pipe.
+    let command = format!(
+        "{} --flake {} sd rpi-zero-01; touch \"$HOME/done\"",
+        binfmt_ns::sh_quote(&bin),
+        binfmt_ns::sh_quote(root)
+    );
+    let typed = format!(
+        "(sleep 2; printf '%s\\n' '{PASSWORD}'; sleep 1; printf '%s\\n' '{PASSWORD}'; \
+         while [ ! -e \"$HOME/done\" ]; do sleep 0.1; done) | script -qec {} /dev/null",
+        binfmt_ns::sh_quote(&command)
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(&ns_nix_conf())
+        .script(&typed);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Wi-Fi password for `home-wifi`: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("again, to be sure: "), "{stdout}");
+    // Typed after the prompt appeared (2 s in): not echoed.
+    assert!(!stdout.contains(PASSWORD), "the password was echoed:\n{stdout}");
+    assert!(
+        stdout.contains("✓ rpi-zero-01"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let zst = root.join("out/rpi-zero-01/rpi-zero-01.img.zst");
+    let raw = root.join("out/rpi-zero-01/check.img");
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!("zstd -qdc {} > {}", zst.display(), raw.display()),
+        ],
+    );
+    let ext4 = format!("{}?offset={}", raw.display(), 38 << 20);
+    let content = run("debugfs", &["-R", "cat var/lib/wifi/secrets.conf", &ext4]);
+    assert_eq!(content, format!("psk={PASSWORD}\n"));
 }
 
 #[test]

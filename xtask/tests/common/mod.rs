@@ -90,5 +90,5 @@ pub fn copy(from: &Path, to: &Path) {
         std::fs::copy(from, to).unwrap();
     }
 }
-pub mod sd_fixture;
 pub mod binfmt_ns;
+pub mod sd_fixture;
