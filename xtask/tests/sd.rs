@@ -442,7 +442,10 @@ fn asks_for_the_wifi_password_on_a_terminal() {
     );
     assert!(stdout.contains("again, to be sure: "), "{stdout}");
     // Typed after the prompt appeared (2 s in): not echoed.
-    assert!(!stdout.contains(PASSWORD), "the password was echoed:\n{stdout}");
+    assert!(
+        !stdout.contains(PASSWORD),
+        "the password was echoed:\n{stdout}"
+    );
     assert!(
         stdout.contains("✓ rpi-zero-01"),
         "{stdout}\n{}",

@@ -232,12 +232,11 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         );
     }
     let build_host = args.build_host.clone().or_else(|| host.build_host.clone());
-    if build_host.is_none() && std::env::consts::ARCH != "aarch64" {
-        if let Err(e) = aarch64_ready() {
-            refusals.push(format!(
-                "{e:#} (or build on an aarch64 machine: --build-host user@machine)"
-            ));
-        }
+    let emulated = build_host.is_none() && std::env::consts::ARCH != "aarch64";
+    if let Err(e) = if emulated { aarch64_ready() } else { Ok(()) } {
+        refusals.push(format!(
+            "{e:#} (or build on an aarch64 machine: --build-host user@machine)"
+        ));
     }
 
     // Git: flakes build the tracked files only.

@@ -65,14 +65,13 @@ pub fn read_passphrase_file(path: &Path) -> Result<String> {
             path.display()
         )
     })?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!(
-                "warning: {} can be read by other users: `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
-        }
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode());
+    if mode.is_ok_and(|m| m & 0o077 != 0) {
+        eprintln!(
+            "warning: {} can be read by other users: `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
     Ok(first)
 }
