@@ -4,6 +4,7 @@
 mod cmd;
 mod containers;
 mod exec;
+mod flash;
 mod inventory;
 mod nix;
 mod repo;
@@ -40,6 +41,10 @@ enum Command {
     AddKey(cmd::add_key::Args),
     /// Add a Pi: its inventory entry and hosts/<name>/default.nix
     NewHost(cmd::new_host::Args),
+    /// Write an SD card from a host's image or an image file: safe, fast, verified
+    Flash(cmd::flash::Args),
+    /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device)
+    Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
 }
@@ -59,6 +64,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::Flash(args) => cmd::flash::run(&root()?, args),
+        Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     }
 }
