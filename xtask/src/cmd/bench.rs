@@ -96,7 +96,20 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
         file: backing.clone(),
         dev: None,
     };
-    File::create(&backing)?.set_len(raw + (64 << 20))?;
+    // Allocated up front, so no method pays for tmpfs or disk allocation.
+    let f = File::create(&backing)?;
+    f.set_len(raw + (64 << 20))?;
+    if unsafe {
+        libc::posix_fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            (raw + (64 << 20)) as libc::off_t,
+        )
+    } != 0
+    {
+        bail!("cannot allocate {}", backing.display());
+    }
+    drop(f);
     let dev = exec::read(cmd!(sh, "losetup --find --show {backing}"))?;
     cleanup.dev = Some(dev.clone());
     let exe = std::env::current_exe()?;

@@ -70,7 +70,8 @@ pub fn make(out: &Path, total_mib: u64, fill: f64) -> Result<()> {
         tree.join("boot/extlinux/extlinux.conf"),
         "DEFAULT nixos-default\nLABEL nixos-default\n  LINUX ../nixos/kernel\n",
     )?;
-    let budget = (root_size as f64 * fill) as u64;
+    // Leave room for the journal and metadata.
+    let budget = ((root_size as f64 * fill.clamp(0.0, 0.95)) as u64).saturating_sub(8 * MIB);
     let mut used = 0;
     for (i, src) in ["/usr/lib", "/usr/share", "/usr/bin"].iter().enumerate() {
         if used >= budget {
@@ -138,11 +139,13 @@ fn copy_files(src: &Path, dst: &Path, budget: u64) -> Result<u64> {
             let Ok(ft) = e.file_type() else { continue };
             let to = d.join(e.file_name());
             if ft.is_dir() {
-                if fs::create_dir(&to).is_ok() {
+                if used + 4096 <= budget && fs::create_dir(&to).is_ok() {
+                    used += 4096;
                     stack.push((e.path(), to));
                 }
             } else if ft.is_file() {
-                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                // What it takes on a 4 KiB-block filesystem.
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0).div_ceil(4096) * 4096;
                 if used + len > budget {
                     continue;
                 }

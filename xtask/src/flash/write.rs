@@ -237,31 +237,62 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
 }
 
 /// Reads the written bytes back (bypassing the page cache) and compares them
-/// with the hashes taken while writing.
+/// with the hashes taken while writing. Reading runs on its own thread so the
+/// device is kept busy while chunks are hashed.
 pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> {
     sys::drop_cache(&t.file);
     let mut progress = Progress::new("verify", Some(w.bytes));
-    let mut buf = AlignedBuf::new(CHUNK);
-    for (i, h) in w.hashes.iter().enumerate() {
-        if sys::interrupted() {
-            bail!(
-                "interrupted during verification: {} was written but not verified",
-                t.path
-            );
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx
+            .send(AlignedBuf::new(CHUNK))
+            .expect("room for every buffer");
+    }
+    let (tx, rx) = sync_channel::<io::Result<(AlignedBuf, u64, usize)>>(BUFFERS);
+    let chunks = w.hashes.len();
+    let bytes = w.bytes;
+    let shown = &mut progress;
+    // The channels move into the closure, so an early return unblocks the reader.
+    let bad = thread::scope(move |s| -> Result<Option<(u64, usize)>> {
+        s.spawn(move || {
+            for i in 0..chunks {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                if sys::interrupted() {
+                    return;
+                }
+                let off = (i * CHUNK) as u64;
+                let len = (bytes - off).min(CHUNK as u64) as usize;
+                let r = t.read_at(&mut buf[..len], off).map(|_| (buf, off, len));
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for h in &w.hashes {
+            let Ok(msg) = rx.recv() else {
+                bail!(
+                    "interrupted during verification: {} was written but not verified",
+                    t.path
+                );
+            };
+            let (buf, off, len) = msg.map_err(|e| {
+                anyhow!(
+                    "reading {} back failed ({e}): was the card removed?",
+                    t.path
+                )
+            })?;
+            if xxh3_64(&buf[..len]) != *h {
+                return Ok(Some((off, len)));
+            }
+            shown.update(off + len as u64);
+            let _ = free_tx.send(buf);
         }
-        let off = (i * CHUNK) as u64;
-        let len = (w.bytes - off).min(CHUNK as u64) as usize;
-        t.read_at(&mut buf[..len], off).map_err(|e| {
-            anyhow!(
-                "reading {} back failed at byte {off} ({e}): was the card removed?",
-                t.path
-            )
-        })?;
-        if xxh3_64(&buf[..len]) != *h {
-            let at = first_difference(t, img, off, len)?;
-            bail!(mismatch(t, at));
-        }
-        progress.update(off + len as u64);
+        Ok(None)
+    })?;
+    if let Some((off, len)) = bad {
+        let at = first_difference(t, img, off, len)?;
+        bail!(mismatch(t, at));
     }
     Ok(progress.finish(w.bytes))
 }

@@ -7,7 +7,10 @@ use assert_cmd::Command;
 
 /// The repository this test suite belongs to.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `cargo xtask` acting on the fleet at `flake`.
@@ -47,7 +50,11 @@ pub fn need_program(program: &str, package: &str) -> Option<String> {
 pub fn need_root() -> Option<String> {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()));
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        });
     (uid.as_deref() != Some("0")).then(|| "needs root".to_string())
 }
 
@@ -63,7 +70,11 @@ pub fn fixture_fleet() -> tempfile::TempDir {
     for entry in ["flake.nix", "flake.lock", "lib", "modules", "hosts", "keys"] {
         copy(&root.join(entry), &dir.path().join(entry));
     }
-    std::fs::write(dir.path().join("keys/authorized_keys"), format!("{TEST_KEY}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("keys/authorized_keys"),
+        format!("{TEST_KEY}\n"),
+    )
+    .unwrap();
     dir
 }
 
@@ -79,3 +90,4 @@ pub fn copy(from: &Path, to: &Path) {
         std::fs::copy(from, to).unwrap();
     }
 }
+pub mod loopdev;
