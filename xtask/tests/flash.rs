@@ -331,7 +331,7 @@ fn bad_images_are_refused_untouched() {
     let bytes = std::fs::read(&img.zst).unwrap();
 
     let out = flash(&[s(&dir.path().join("missing.img.zst")), &dev.path, "--yes"]);
-    refused(&out, "cannot open the image", &dev, &before);
+    refused(&out, "missing.img.zst does not exist", &dev, &before);
 
     let tar = dir.path().join("image.tar");
     std::fs::write(&tar, b"not an image").unwrap();

@@ -76,8 +76,14 @@ pub fn resolve(root: &Path, arg: &str) -> Result<Image> {
 /// Reads the format and size of the image at `path`; fails on a missing file,
 /// an unknown format, or a compressed file whose frames are cut short.
 pub fn open(path: &Path) -> Result<Image> {
-    let mut f = File::open(path)
-        .with_context(|| format!("cannot open the image {}: check the path", path.display()))?;
+    if !path.exists() {
+        bail!(
+            "the image {} does not exist: check the path, or give a host name",
+            path.display()
+        );
+    }
+    let mut f =
+        File::open(path).with_context(|| format!("cannot open the image {}", path.display()))?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         bail!(
@@ -91,15 +97,23 @@ pub fn open(path: &Path) -> Result<Image> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let format = Format::detect(&magic[..n], &name).with_context(|| {
+    let format = Format::detect(&magic[..n], &name);
+    for (ext, want) in [
+        (".zst", Format::Zstd),
+        (".xz", Format::Xz),
+        (".gz", Format::Gzip),
+    ] {
+        if name.ends_with(ext) && format != Some(want) {
+            bail!(
+                "{} is named {ext} but is not {} data: the file is corrupt, rebuild or download it again",
+                path.display(),
+                want.as_str()
+            );
+        }
+    }
+    let format = format.with_context(|| {
         format!("{} has an unsupported format: give a raw .img or a .img.zst (.img.xz and .img.gz work too)", path.display())
     })?;
-    if name.ends_with(".zst") && format != Format::Zstd {
-        bail!(
-            "{} is named .zst but is not zstd data: the file is corrupt, rebuild or download it again",
-            path.display()
-        );
-    }
     let size = match format {
         Format::Raw => Some(meta.len()),
         Format::Zstd => {
