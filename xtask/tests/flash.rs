@@ -438,3 +438,74 @@ fn host_name_uses_the_image_from_sd() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn auto_mounted_partitions_are_unmounted_after_saying_so() {
+    let Some(img) = image() else { return };
+    if !common::prerequisite(common::need_program("unshare", "util-linux")) {
+        return;
+    }
+    let dev = LoopDev::new(IMAGE_MIB);
+    assert!(
+        flash(&[s(&img.raw), &dev.path, "--yes", "--no-verify"])
+            .status
+            .success()
+    );
+    let parts = dev.partitions();
+    dev.poke(100);
+    // A private mount namespace with its own /media, so the machine's is not touched:
+    // the card's ext4 partition is mounted where a desktop would mount it.
+    let xtask = assert_cmd::cargo::cargo_bin("xtask");
+    let script = format!(
+        "set -e; mount -t tmpfs media /media; mkdir -p /media/alice/NIXOS_SD; mount {p2} /media/alice/NIXOS_SD; \
+         exec {x} --flake {root} flash {img} {dev} --yes",
+        p2 = parts[1],
+        x = s(&xtask),
+        root = s(&common::repo_root()),
+        img = s(&img.zst),
+        dev = dev.path
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "unmounting {} (the desktop mounted it at /media/alice/NIXOS_SD)",
+            parts[1]
+        )),
+        "{t}"
+    );
+    let raw = std::fs::read(&img.raw).unwrap();
+    assert!(dev.contents()[..raw.len()] == raw[..]);
+}
+
+#[test]
+fn xz_and_gzip_images_are_written() {
+    let Some(img) = image() else { return };
+    if !common::prerequisite(
+        common::need_program("xz", "xz-utils").or(common::need_program("gzip", "gzip")),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = std::fs::read(&img.raw).unwrap();
+    for (prog, ext) in [("xz", "xz"), ("gzip", "gz")] {
+        let out = dir.path().join(format!("nixos.img.{ext}"));
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{prog} -1 -c < '{}' > '{}'", s(&img.raw), s(&out)))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let dev = LoopDev::new(IMAGE_MIB);
+        let o = flash(&[s(&out), &dev.path, "--yes"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            dev.contents()[..raw.len()] == raw[..],
+            "{ext}: the device differs from the image"
+        );
+    }
+}

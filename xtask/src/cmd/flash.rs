@@ -343,10 +343,17 @@ fn eject(d: &Disk) -> Result<()> {
         eprintln!("--eject: {path} is a loop device, nothing to power off");
         return Ok(());
     }
+    let delete = format!("/sys/block/{}/device/delete", d.name);
     if exec::have("udisksctl") {
         exec::run(cmd!(sh, "udisksctl power-off -b {path}"))?;
     } else if exec::have("eject") {
         exec::run(cmd!(sh, "eject {path}"))?;
+    } else if Path::new(&delete).exists() {
+        // A USB/SCSI disk: the kernel lets go of it, like udisks' power-off does first.
+        eprintln!("$ echo 1 > {delete}");
+        std::fs::write(&delete, "1").with_context(|| {
+            format!("cannot eject {path}: the card is written, remove it when idle")
+        })?;
     } else {
         bail!(
             "cannot eject {path}: install udisks2 or eject; the card is written and safe to remove"
