@@ -14,6 +14,9 @@ pub fn available() -> bool {
         [
             ("losetup", "util-linux"),
             ("partx", "util-linux"),
+            ("blockdev", "util-linux"),
+            ("blkid", "util-linux"),
+            ("mount", "mount"),
             ("zstd", "zstd"),
             ("mkfs.vfat", "dosfstools"),
             ("fsck.vfat", "dosfstools"),
