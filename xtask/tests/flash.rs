@@ -509,3 +509,139 @@ fn xz_and_gzip_images_are_written() {
         );
     }
 }
+
+/// A folder on PATH holding one executable shell script.
+fn fake_program(name: &str, script: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn path_with(dir: &Path) -> String {
+    format!("{}:{}", s(dir), std::env::var("PATH").unwrap_or_default())
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_says_the_card_is_incomplete() {
+    let Some(img) = image() else { return };
+    use std::os::unix::process::CommandExt;
+    // A .gz whose decompressor hands over 20 MiB of the image, then stalls.
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("nixos.img.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -1 -c < '{}' > '{}'", s(&img.raw), s(&gz)))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bin = fake_program(
+        "gzip",
+        &format!("head -c 20971520 '{}'\nexec sleep 60", s(&img.raw)),
+    );
+    let dev = LoopDev::new(IMAGE_MIB);
+    let child = Command::new(assert_cmd::cargo::cargo_bin("xtask"))
+        .args([
+            "--flake",
+            s(&common::repo_root()),
+            "flash",
+            s(&gz),
+            &dev.path,
+            "--yes",
+        ])
+        .env("PATH", path_with(bin.path()))
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the FAT partition (at 8 MiB) is on the device: the write is under way.
+    let raw = std::fs::read(&img.raw).unwrap();
+    let want = &raw[8 << 20..(8 << 20) + 4096];
+    let start = std::time::Instant::now();
+    while dev.read_at(8 << 20, 4096) != want {
+        assert!(start.elapsed().as_secs() < 30, "the write never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Ctrl-C: SIGINT to the whole foreground process group, like a terminal does.
+    let st = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "interrupted: {} is incomplete and will not boot",
+            dev.path
+        )),
+        "{t}"
+    );
+    assert!(!t.contains('✓'), "{t}");
+    assert!(
+        dev.read_at(0, 1 << 20).iter().all(|b| *b == 0),
+        "the first MiB is not blank"
+    );
+}
+
+#[test]
+fn without_permission_the_write_step_is_rerun_with_sudo() {
+    let Some(img) = image() else { return };
+    if !common::prerequisite(common::need_program("setpriv", "util-linux")) {
+        return;
+    }
+    // An unprivileged user (nobody) may not open the loop device. A stand-in
+    // `sudo` records the command it is given; the test then runs that command as root.
+    let bin = fake_program("sudo", "printf '%s\\n' \"$@\" > \"$(dirname \"$0\")/args\"");
+    let dev = LoopDev::new(IMAGE_MIB);
+    let before = dev.contents();
+    let xtask = assert_cmd::cargo::cargo_bin("xtask");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&xtask)
+        .args([
+            "--flake",
+            s(&common::repo_root()),
+            "flash",
+            s(&img.zst),
+            &dev.path,
+            "--yes",
+        ])
+        .env("PATH", path_with(bin.path()))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "you may not write to {}: running this step again as root with sudo",
+            dev.path
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("$ sudo -- "),
+        "the sudo command is not printed: {t}"
+    );
+    assert!(
+        dev.contents() == before,
+        "the unprivileged run changed the device"
+    );
+    let args: Vec<String> = std::fs::read_to_string(bin.path().join("args"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(args[0], "--");
+    assert_eq!(Path::new(&args[1]), xtask.as_path());
+    assert_eq!(&args[4..], &["flash", s(&img.zst), &dev.path, "--yes"]);
+    let out = Command::new(&args[1]).args(&args[2..]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let raw = std::fs::read(&img.raw).unwrap();
+    assert!(dev.contents()[..raw.len()] == raw[..]);
+}

@@ -168,6 +168,9 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
             Err(_) if sys::interrupted() => return Err(interrupted_error(t)),
             Err(_) => bail!("the decompressor stopped unexpectedly: {}", t.incomplete()),
         };
+        if sys::interrupted() {
+            return Err(interrupted_error(t));
+        }
         if off + n as u64 > t.size {
             bail!(
                 "the image is larger than {} ({} bytes): stopped before its end; {}",
@@ -204,6 +207,10 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
             break;
         }
     }
+    // Ctrl-C also stops an external decompressor: report the interruption, not its failure.
+    if sys::interrupted() {
+        return Err(interrupted_error(t));
+    }
     if let Some(mut c) = child {
         let status = c.wait()?;
         if !status.success() {
@@ -215,9 +222,6 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
     }
     if off == 0 {
         bail!("the image is empty: nothing to write");
-    }
-    if sys::interrupted() {
-        return Err(interrupted_error(t));
     }
     t.write_at(&head[..head_len], 0).map_err(|e| {
         anyhow!(

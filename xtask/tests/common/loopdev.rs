@@ -82,6 +82,18 @@ impl LoopDev {
         std::fs::read(&self.path).unwrap()
     }
 
+    /// `len` bytes at `offset`, read from the device itself.
+    pub fn read_at(&self, offset: u64, len: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        run(Command::new("blockdev").arg("--flushbufs").arg(&self.path));
+        let mut buf = vec![0u8; len];
+        std::fs::File::open(&self.path)
+            .unwrap()
+            .read_exact_at(&mut buf, offset)
+            .unwrap();
+        buf
+    }
+
     /// The partition nodes (`<dev>p1`, ...) after asking the kernel to add them.
     pub fn partitions(&self) -> Vec<String> {
         let _ = Command::new("partx").args(["-u", &self.path]).output();
