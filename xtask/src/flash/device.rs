@@ -425,7 +425,8 @@ pub fn read_mounts() -> Result<(Vec<Mount>, Vec<String>)> {
     Ok((mounts, swaps))
 }
 
-/// Every whole disk worth listing (not ram, zram, dm or md devices; loops only when attached).
+/// Every whole disk worth listing (not ram, zram, dm, md, optical or eMMC boot
+/// areas; loops only when attached).
 pub fn list_disks() -> Vec<Disk> {
     let mut names: Vec<String> = fs::read_dir("/sys/block")
         .map(|rd| {
@@ -441,6 +442,8 @@ pub fn list_disks() -> Vec<Disk> {
             !["ram", "zram", "dm-", "md", "sr", "fd", "nbd"]
                 .iter()
                 .any(|p| n.starts_with(p))
+                // eMMC hardware partitions, not cards
+                && !(n.starts_with("mmcblk") && (n.contains("boot") || n.contains("rpmb")))
         })
         .filter_map(|n| read_disk(&n).ok())
         .filter(|d| d.transport != Transport::Loop || d.loop_backing.is_some())
