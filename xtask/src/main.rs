@@ -6,6 +6,7 @@ mod cmd;
 mod container_pins;
 mod containers;
 mod exec;
+mod flash;
 mod git;
 mod image;
 mod inventory;
@@ -46,6 +47,10 @@ enum Command {
     NewHost(cmd::new_host::Args),
     /// Build a host's SD card image into out/<host>/<host>.img.zst
     Sd(cmd::sd::Args),
+    /// Write an SD card from a host's image or an image file: safe, fast, verified
+    Flash(cmd::flash::Args),
+    /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device)
+    Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
     /// Make this x86_64 workstation build aarch64 with Nix under QEMU, and prove it
@@ -68,6 +73,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
         Command::Sd(args) => cmd::sd::run(&root()?, args),
+        Command::Flash(args) => cmd::flash::run(&root()?, args),
+        Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
     }

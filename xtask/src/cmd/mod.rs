@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod add_key;
+pub mod bench;
 pub mod check;
 pub mod completions;
+pub mod flash;
 pub mod list;
 pub mod new_host;
 pub mod sd;

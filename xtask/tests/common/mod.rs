@@ -91,4 +91,5 @@ pub fn copy(from: &Path, to: &Path) {
     }
 }
 pub mod binfmt_ns;
+pub mod loopdev;
 pub mod sd_fixture;
