@@ -7,7 +7,10 @@
 let
   file = ../hosts + "/${host.name}/containers.toml";
   declared =
-    if builtins.pathExists file then (builtins.fromTOML (builtins.readFile file)).container or [ ] else [ ];
+    if builtins.pathExists file then
+      (builtins.fromTOML (builtins.readFile file)).container or [ ]
+    else
+      [ ];
   pinned = image: builtins.match ".+@sha256:[0-9a-f]{64}" image != null;
 in
 {

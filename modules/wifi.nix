@@ -15,7 +15,7 @@ in
   config = lib.mkIf (host.wifi != null) {
     networking.wireless = {
       enable = true;
-      # Keep in step with WIFI_SECRETS_FILE in xtask/src/image/wifi.rs.
+      # Keep in step with SECRETS_FILE in xtask/src/image/wifi.rs (a test checks).
       secretsFile = lib.mkDefault "/var/lib/wifi/secrets.conf";
       networks.${host.wifi}.pskRaw = "ext:psk";
     };
