@@ -225,6 +225,17 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         ));
     }
 
+    // The tools that finish the image.
+    if !exec::have("zstd") {
+        refusals.push("zstd is not installed: `sudo apt-get install zstd`".to_string());
+    }
+    if host.wifi.is_some() && wifi::debugfs().is_none() {
+        refusals.push(
+            "debugfs (which writes the Wi-Fi secrets into the image) is not installed: `sudo apt-get install e2fsprogs`"
+                .to_string(),
+        );
+    }
+
     // Nix, and a way to build aarch64.
     if !nix::installed() {
         refusals.push(

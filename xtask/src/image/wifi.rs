@@ -129,6 +129,22 @@ pub fn debugfs_script(source: &Path) -> String {
     s
 }
 
+/// e2fsprogs' debugfs: on PATH, or in /usr/sbin or /sbin, which are not on
+/// a normal user's PATH on Debian.
+pub fn debugfs() -> Option<String> {
+    if exec::have("debugfs") {
+        return Some("debugfs".to_string());
+    }
+    ["/usr/sbin/debugfs", "/sbin/debugfs"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .map(str::to_string)
+}
+
+fn debugfs_or_fail() -> Result<String> {
+    debugfs().context("debugfs is not installed: `sudo apt-get install e2fsprogs`")
+}
+
 /// `image?offset=N`: debugfs opens the filesystem inside the image file.
 fn target(image: &Path, offset: u64) -> String {
     format!("{}?offset={offset}", image.display())
@@ -146,9 +162,10 @@ pub fn inject(sh: &Shell, image: &Path, offset: u64, passphrase: &str) -> Result
     }
     let script = debugfs_script(&source);
     let fs = target(image, offset);
-    let out = exec::output_any(cmd!(sh, "debugfs -w -f - {fs}").stdin(&script));
+    let debugfs = debugfs_or_fail()?;
+    let out = exec::output_any(cmd!(sh, "{debugfs} -w -f - {fs}").stdin(&script));
     let _ = std::fs::remove_file(&source);
-    let out = out.context("cannot run debugfs: install e2fsprogs (`apt-get install e2fsprogs`)")?;
+    let out = out.context("cannot run debugfs: `sudo apt-get install e2fsprogs`")?;
     if !out.status.success() {
         bail!(
             "debugfs could not write the Wi-Fi secrets into {}:\n{}",
@@ -163,7 +180,12 @@ pub fn inject(sh: &Shell, image: &Path, offset: u64, passphrase: &str) -> Result
 pub fn verify(sh: &Shell, image: &Path, offset: u64, size: u64) -> Result<()> {
     let fs = target(image, offset);
     let file = SECRETS_FILE.trim_start_matches('/');
-    let stat = exec::read(cmd!(sh, "debugfs -R").arg(format!("stat {file}")).arg(&fs))?;
+    let debugfs = debugfs_or_fail()?;
+    let stat = exec::read(
+        cmd!(sh, "{debugfs} -R")
+            .arg(format!("stat {file}"))
+            .arg(&fs),
+    )?;
     let found = parse_stat(&stat);
     if found != Some((0o600, 0, 0, size)) {
         bail!(
