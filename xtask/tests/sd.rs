@@ -409,6 +409,21 @@ fn refuses_when_this_machine_cannot_build_aarch64() {
         &["rpi-box-01", "--dry-run", "--build-host", "nix@arm-builder"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Nor does a host whose inventory entry names one.
+    let inventory = root.join("hosts/fleet.toml");
+    let fleet_text = std::fs::read_to_string(&inventory).unwrap().replace(
+        "address = \"192.168.1.43\"\n",
+        "address = \"192.168.1.43\"\nbuild_host = \"nix@pi5.lan\"\n",
+    );
+    std::fs::write(&inventory, fleet_text).unwrap();
+    git(root, &["commit", "-qam", "rpi-box-03 builds on pi5"]);
+    let out = sd_in(BinfmtNs::new(), root, &["rpi-box-03", "--dry-run"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("--builders \"ssh://nix@pi5.lan aarch64-linux\" --max-jobs 0"),
+        "{stdout}"
+    );
 }
 
 #[test]
