@@ -98,14 +98,14 @@ pub fn zstd(args: &[&str], input: &Path, to: Option<&Path>) -> Result<Sum> {
             .unwrap_or_else(|| " | sha256sum".to_string())
     );
     eprintln!("{shown}");
+    let mut file = to.map(create_private).transpose()?;
     let mut child = Command::new("zstd")
         .args(args)
         .arg(input)
         .stdout(Stdio::piped())
         .spawn()
-        .context("cannot run zstd: install it (`apt-get install zstd`)")?;
+        .context("cannot run zstd: `sudo apt-get install zstd`")?;
     let stdout = child.stdout.take().context("zstd has no stdout")?;
-    let mut file = to.map(create_private).transpose()?;
     let sum = pump(stdout, file.as_mut());
     let status = child.wait()?;
     if !status.success() {
