@@ -1,6 +1,7 @@
 //! `cargo xtask`: the fleet's command line. This file only parses and
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
+mod binfmt;
 mod cmd;
 mod containers;
 mod exec;
@@ -47,6 +48,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
+    /// Make this x86_64 workstation build aarch64 with Nix under QEMU, and prove it
+    SetupBinfmt(cmd::setup_binfmt::Args),
 }
 
 fn main() {
@@ -67,5 +70,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Flash(args) => cmd::flash::run(&root()?, args),
         Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
     }
 }

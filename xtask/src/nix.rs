@@ -31,6 +31,36 @@ pub fn eval_json(sh: &Shell, dir: &Path, attr: &str) -> Result<serde_json::Value
         .with_context(|| format!("nix eval printed something that is not JSON: {out}"))
 }
 
+/// Nix's effective configuration: `nix show-config`, or `nix config show`
+/// from Nix 2.20 on. `enable`: turn nix-command on for this call only.
+pub fn show_config(sh: &Shell, version: Option<(u32, u32)>, enable: bool) -> Cmd<'_> {
+    let mut cmd = cmd!(sh, "nix");
+    if enable {
+        cmd = cmd.args(["--extra-experimental-features", "nix-command"]);
+    }
+    if version.is_some_and(|v| v >= (2, 20)) {
+        cmd.args(["config", "show"])
+    } else {
+        cmd.arg("show-config")
+    }
+}
+
+/// `nix-build` of the Nix function in `file` with `--argstr` arguments,
+/// locally (no remote builders), without substitutes, sandbox as
+/// configured. Prints the output path.
+pub fn build_probe<'a>(sh: &'a Shell, file: &Path, args: &[(&str, &str)]) -> Cmd<'a> {
+    let mut cmd = cmd!(
+        sh,
+        "nix-build --no-out-link --option substitute false --option builders"
+    )
+    .arg("")
+    .arg(file);
+    for (name, value) in args {
+        cmd = cmd.args(["--argstr", name, value]);
+    }
+    cmd
+}
+
 /// Parses `.nix` files with `nix-instantiate --parse`. Returns the files that
 /// do not parse, each with Nix's message. One process for all the files that
 /// parse; it restarts after each file that does not.

@@ -7,3 +7,4 @@ pub mod completions;
 pub mod flash;
 pub mod list;
 pub mod new_host;
+pub mod setup_binfmt;

@@ -91,3 +91,4 @@ pub fn copy(from: &Path, to: &Path) {
     }
 }
 pub mod loopdev;
+pub mod binfmt_ns;
