@@ -273,7 +273,7 @@ fn daemon_users() {
     assert!(stale.contains("stale 1"), "{stale}");
     assert!(
         stale.contains("✗ nix-daemon (pid ")
-            && stale.contains("fix: sudo systemctl restart nix-daemon"),
+            && stale.contains("fix: restart nix-daemon (no systemd here"),
         "{stale}"
     );
     assert!(outsider.contains("outsider 1"), "{outsider}");
@@ -313,4 +313,78 @@ fn missing_nix() {
         "{plan}"
     );
     assert!(plan.contains("dry run: nothing was changed"), "{plan}");
+}
+
+/// Fix mode as a user who has sudo: only the root steps go through sudo,
+/// each printed; what is left without systemd is the daemon restart; after
+/// it, the check passes with a build through the daemon.
+#[test]
+fn fix_mode_as_a_user_with_sudo() {
+    let missing = binfmt_ns::missing_for_daemon().or_else(|| common::need_program("sudo", "sudo"));
+    if !common::prerequisite(missing) {
+        return;
+    }
+    let x = sh_quote(xtask_bin());
+    let user = binfmt_ns::AS_NOBODY;
+    let script = format!(
+        "echo 'nobody ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nobody; chmod 0440 /etc/sudoers.d/nobody; \
+         usermod -aG nix-users nobody; \
+         {user} {x} setup-binfmt --yes; echo \"fix $?\"; \
+         echo ==restarted; {restart}; \
+         {user} {x} setup-binfmt --check; echo \"check $?\"",
+        restart = binfmt_ns::RESTART_DAEMON
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("OP")
+        .package_rule("OP")
+        .nix_conf("sandbox = true\n")
+        .nix_daemon()
+        .script(&script);
+    let (stdout, stderr) = text(&out);
+    let (fix, after) = stdout.split_once("==restarted\n").unwrap();
+    let plan = fix
+        .split("plan:\n")
+        .nth(1)
+        .unwrap()
+        .split("checking again:")
+        .next()
+        .unwrap();
+    for step in [
+        "$ echo -1 | sudo tee /proc/sys/fs/binfmt_misc/qemu-aarch64",
+        "| sudo tee /proc/sys/fs/binfmt_misc/register",
+        "| sudo tee /etc/binfmt.d/qemu-aarch64.conf",
+        "$ sudo cp -p /etc/nix/nix.conf /etc/nix/nix.conf.bak-",
+        "$ sudo tee /etc/nix/nix.conf",
+    ] {
+        assert!(plan.contains(step), "no `{step}` in the plan:\n{plan}");
+    }
+    let commands: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.trim_start().starts_with("$ "))
+        .collect();
+    assert!(commands.iter().all(|c| c.contains("sudo ")), "{commands:?}");
+    assert!(!plan.contains("usermod"), "{plan}");
+    assert!(stderr.contains("$ sudo tee /etc/nix/nix.conf"), "{stderr}");
+    // Without systemd, the restart is left to the user, and said so.
+    assert!(fix.contains("fix 1"), "{fix}");
+    let left: Vec<&str> = fix
+        .split("checking again:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('✗'))
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left[0].contains("started before /etc/nix/nix.conf last changed"),
+        "{left:?}"
+    );
+    assert!(
+        left[1].contains("nix-daemon still refuses aarch64-linux"),
+        "{left:?}"
+    );
+    assert!(after.contains("check 0"), "{after}\n{stderr}");
+    assert!(after.contains("builds go through nix-daemon"), "{after}");
+    let built = built_path(after);
+    assert_eq!(std::fs::read(&built).unwrap(), b"hello from aarch64\n");
 }

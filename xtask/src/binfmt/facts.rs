@@ -33,6 +33,8 @@ pub struct Facts {
     pub arch: &'static str,
     pub os_name: String,
     pub nixos: bool,
+    /// Whether systemd runs the machine (`systemctl` works).
+    pub systemd: bool,
     pub user: User,
     pub binfmt: Binfmt,
     /// The interpreter that runs aarch64 programs (the registered one, else
@@ -145,6 +147,7 @@ pub fn gather(sh: &Shell, nix_probe: bool) -> Facts {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "Linux".into()),
         nixos,
+        systemd: Path::new("/run/systemd/system").is_dir(),
         user: current_user(),
         binfmt,
         interpreter,
@@ -514,7 +517,14 @@ fn write_probe() -> Result<(tempdir::Dir, PathBuf)> {
 
 fn run_elf_probe(sh: &Shell) -> Result<(), String> {
     let (_dir, path) = write_probe().map_err(|e| format!("cannot write the probe: {e:#}"))?;
-    let out = exec::output_any(sh.cmd(&path)).map_err(|e| format!("{e:#}"))?;
+    let out = exec::output_any(sh.cmd(&path)).map_err(|e| {
+        let e = format!("{e:#}");
+        if e.contains("Permission denied") {
+            format!("{e} (is the temp folder mounted noexec? set TMPDIR to another folder)")
+        } else {
+            e
+        }
+    })?;
     if out.status.success() && out.stdout == probe::MESSAGE {
         Ok(())
     } else {

@@ -182,7 +182,7 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
             n.conf_changed
                 .is_some_and(|c| c > d.started + std::time::Duration::from_secs(1))
         });
-        if (wrote_conf || stale) && n.flavour.has_daemon() && systemd() {
+        if (wrote_conf || stale) && n.flavour.has_daemon() && f.systemd {
             actions.push(restart_action());
         }
     } else if install_nix {
@@ -220,10 +220,6 @@ fn invoking_user(f: &Facts) -> Option<String> {
     std::env::var("SUDO_USER")
         .ok()
         .filter(|u| !u.is_empty() && u != "root")
-}
-
-fn systemd() -> bool {
-    Path::new("/run/systemd/system").is_dir()
 }
 
 fn restart_action() -> Action {

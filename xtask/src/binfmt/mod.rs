@@ -358,7 +358,12 @@ fn shown_target(p: &Path) -> String {
 }
 
 fn restart(f: &Facts) -> String {
-    format!("{}systemctl restart nix-daemon", sudo(f))
+    if f.systemd {
+        format!("{}systemctl restart nix-daemon", sudo(f))
+    } else {
+        "restart nix-daemon (no systemd here: stop it, then start `nix-daemon --daemon` again as root)"
+            .into()
+    }
 }
 
 fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
@@ -607,6 +612,7 @@ mod tests {
             arch: "x86_64",
             os_name: "Debian GNU/Linux 12 (bookworm)".into(),
             nixos: false,
+            systemd: true,
             user: User {
                 root: false,
                 name: "alice".into(),

@@ -116,6 +116,8 @@ fn check(sh: &Shell, nix_probe: bool, after_fix: bool) -> Result<()> {
     if binfmt::passed(&checks) {
         println!("aarch64-linux builds work on this machine");
         Ok(())
+    } else if after_fix {
+        bail!("aarch64-linux builds will not work yet: what is left needs you, see the ✗ above")
     } else {
         bail!(
             "aarch64-linux builds will not work yet: run `cargo xtask setup-binfmt` to fix the ✗ above"

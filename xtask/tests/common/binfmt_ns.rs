@@ -3,7 +3,9 @@
 //! - `/proc/sys/fs/binfmt_misc` is a private binfmt_misc instance (Linux
 //!   6.7+ gives each user namespace its own when mounted there), empty or
 //!   with `qemu-aarch64` registered with the flags you choose;
-//! - `/etc/nix` (a `nix.conf` you choose), `/etc/binfmt.d` and `/run` are
+//! - `/etc` is a private copy-on-write overlay of the machine's `/etc`
+//!   (what the command writes there, `usermod` included, stays inside);
+//!   `/etc/nix` (a `nix.conf` you choose), `/etc/binfmt.d` and `/run` are
 //!   empty tmpfs (so no systemd is seen, and nothing is restarted);
 //! - optionally `/usr/lib/binfmt.d` too, holding the boot-time rules of the
 //!   packages you choose to pretend are installed;
@@ -12,7 +14,8 @@
 //! - optionally a real `nix-daemon` runs, listening on a private
 //!   `/nix/var/nix/daemon-socket` (mode 0770, group `nix-users`, as Debian's
 //!   `nix-setup-systemd` makes it); run commands as another user with
-//!   [`AS_NOBODY`] or [`AS_NOBODY_OUTSIDE_NIX_USERS`].
+//!   [`AS_NOBODY`] or [`AS_NOBODY_OUTSIDE_NIX_USERS`], restart it with
+//!   [`RESTART_DAEMON`].
 //!
 //! The parent (root) writes a full identity map (`0 0 65536`) for users and
 //! groups, so root inside is root outside for files: real `nix` runs as a
@@ -47,6 +50,12 @@ read -r _ || exit 97
 set -e
 mount -t proc proc /proc
 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+ov="$HOME/.etc-overlay"
+mkdir "$ov"
+mount -t tmpfs -o mode=0700 tmpfs "$ov"
+mkdir "$ov/upper" "$ov/work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$ov/upper,workdir=$ov/work,userxattr" /etc
+mkdir -p /etc/nix /etc/binfmt.d
 mount -t tmpfs -o mode=0755 tmpfs /etc/nix
 mount -t tmpfs -o mode=0755 tmpfs /etc/binfmt.d
 mount -t tmpfs -o mode=0755 tmpfs /run
@@ -62,6 +71,7 @@ if [ -n "$BINFMT_NS_DAEMON" ]; then
   mount -t tmpfs -o mode=0770 tmpfs /nix/var/nix/daemon-socket
   chgrp nix-users /nix/var/nix/daemon-socket
   nix-daemon --daemon >"$HOME/nix-daemon.log" 2>&1 &
+  echo $! >"$HOME/nix-daemon.pid"
   n=0
   until [ -S /nix/var/nix/daemon-socket/socket ]; do
     n=$((n + 1)); [ "$n" -lt 500 ] || { echo "nix-daemon did not start" >&2; exit 98; }
@@ -73,6 +83,12 @@ unset BINFMT_NS_NIX_CONF BINFMT_NS_REGISTER BINFMT_NS_PACKAGE_RULE BINFMT_NS_DAE
 set +e
 exec "$@"
 "#;
+
+/// Shell lines (run as root inside) that restart the namespace's
+/// nix-daemon, as `systemctl restart nix-daemon` would.
+pub const RESTART_DAEMON: &str = r#"kill "$(cat "$HOME/nix-daemon.pid")"; rm -f /nix/var/nix/daemon-socket/socket
+nix-daemon --daemon >>"$HOME/nix-daemon.log" 2>&1 & echo $! >"$HOME/nix-daemon.pid"
+until [ -S /nix/var/nix/daemon-socket/socket ]; do sleep 0.01; done"#;
 
 /// A shell prefix running a command as `nobody` in group `nix-users`.
 pub const AS_NOBODY: &str = "setpriv --reuid=65534 --regid=65534 --groups=\"$(getent group nix-users | cut -d: -f3)\" env USER=nobody";
@@ -113,13 +129,6 @@ pub fn missing() -> Option<String> {
         return Some(format!(
             "{QEMU} is missing (apt-get install qemu-user-static)"
         ));
-    }
-    for dir in ["/etc/nix", "/etc/binfmt.d"] {
-        if !Path::new(dir).is_dir() {
-            return Some(format!(
-                "{dir} does not exist to mount a private copy over (install nix-bin and systemd)"
-            ));
-        }
     }
     super::need_program("unshare", "util-linux")
         .or_else(|| super::need_program("nix-build", "nix-bin"))
