@@ -10,13 +10,15 @@
 }:
 let
   secretsFile = config.networking.wireless.secretsFile;
+  # The folder `cargo xtask sd` creates for it (root, 0700).
+  ownDir = "/var/lib/wifi";
 in
 {
   config = lib.mkIf (host.wifi != null) {
     networking.wireless = {
       enable = true;
       # Keep in step with SECRETS_FILE in xtask/src/image/wifi.rs (a test checks).
-      secretsFile = lib.mkDefault "/var/lib/wifi/secrets.conf";
+      secretsFile = lib.mkDefault "${ownDir}/secrets.conf";
       networks.${host.wifi}.pskRaw = "ext:psk";
     };
 
@@ -32,6 +34,10 @@ in
       script = ''
         chown root:wpa_supplicant ${secretsFile}
         chmod 0640 ${secretsFile}
+      ''
+      + lib.optionalString (builtins.dirOf secretsFile == ownDir) ''
+        chown root:wpa_supplicant ${ownDir}
+        chmod 0750 ${ownDir}
       '';
     };
   };

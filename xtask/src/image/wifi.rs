@@ -241,7 +241,11 @@ mod tests {
     #[test]
     fn nix_module_agrees() {
         let module = include_str!("../../../modules/wifi.nix");
-        assert!(module.contains(&format!("secretsFile = lib.mkDefault \"{SECRETS_FILE}\"")));
+        let (dir, file) = SECRETS_FILE.rsplit_once('/').unwrap();
+        assert!(module.contains(&format!("ownDir = \"{dir}\";")));
+        assert!(module.contains(&format!(
+            "secretsFile = lib.mkDefault \"${{ownDir}}/{file}\";"
+        )));
         assert!(module.contains(&format!("pskRaw = \"ext:{SECRET_NAME}\"")));
     }
 }
