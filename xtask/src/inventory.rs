@@ -156,7 +156,7 @@ impl Fleet {
         };
         let key_lines = key_lines(&keys_text);
         problems.extend(check_keys(&key_lines, &hosts));
-        problems.extend(check_host_dirs(root, &hosts)?);
+        problems.extend(check_host_dirs(root, &hosts, &declared_names(&text))?);
         Ok((
             Fleet {
                 root: root.to_path_buf(),
@@ -574,7 +574,29 @@ fn check_keys(lines: &[(usize, String)], hosts: &[Host]) -> Vec<Problem> {
     problems
 }
 
-fn check_host_dirs(root: &Path, hosts: &[Host]) -> Result<Vec<Problem>> {
+/// Every `name` under `[[host]]`, also of hosts that have other problems.
+fn declared_names(text: &str) -> Vec<String> {
+    let Ok(doc) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let doc = doc.into_inner();
+    let hosts = doc.iter().find(|(k, _)| k.get_ref().as_ref() == "host");
+    let Some(items) = hosts.and_then(|(_, v)| v.get_ref().as_array()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|t| {
+            t.get_ref()
+                .as_table()?
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == "name")
+        })
+        .filter_map(|(_, v)| v.get_ref().as_str().map(str::to_string))
+        .collect()
+}
+
+fn check_host_dirs(root: &Path, hosts: &[Host], names: &[String]) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
     for h in hosts {
         let rel = format!("hosts/{}/default.nix", h.name);
@@ -597,7 +619,7 @@ fn check_host_dirs(root: &Path, hosts: &[Host]) -> Result<Vec<Problem>> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().to_string();
-        if !hosts.iter().any(|h| h.name == name) {
+        if !names.contains(&name) {
             problems.push(Problem::new(
                 &format!("hosts/{name}"),
                 0,

@@ -1,10 +1,15 @@
 //! `cargo xtask`: the fleet's command line. This file only parses and
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
+mod binfmt;
 mod cmd;
+mod container_pins;
 mod containers;
 mod deploy;
 mod exec;
+mod flash;
+mod git;
+mod image;
 mod inventory;
 mod nix;
 mod repo;
@@ -42,6 +47,12 @@ enum Command {
     AddKey(cmd::add_key::Args),
     /// Add a Pi: its inventory entry and hosts/<name>/default.nix
     NewHost(cmd::new_host::Args),
+    /// Build a host's SD card image into out/<host>/<host>.img.zst
+    Sd(cmd::sd::Args),
+    /// Write an SD card from a host's image or an image file: safe, fast, verified
+    Flash(cmd::flash::Args),
+    /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device; deploy: on fake Pis)
+    Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
     /// Build, copy and activate hosts' systems, with automatic rollback
@@ -50,8 +61,8 @@ enum Command {
     Rollback(cmd::rollback::Args),
     /// Show every host's state: reachable, version, generation, in sync with Git
     Status(cmd::status::Args),
-    /// Measure commands on fake Pis (needs root and systemd-nspawn)
-    Bench(cmd::bench::Args),
+    /// Make this x86_64 workstation build aarch64 with Nix under QEMU, and prove it
+    SetupBinfmt(cmd::setup_binfmt::Args),
 }
 
 fn main() {
@@ -69,10 +80,13 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::Sd(args) => cmd::sd::run(&root()?, args),
+        Command::Flash(args) => cmd::flash::run(&root()?, args),
+        Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),
         Command::Rollback(args) => cmd::rollback::run(&root()?, args),
         Command::Status(args) => cmd::status::run(&root()?, args),
-        Command::Bench(args) => cmd::bench::run(&root()?, args),
+        Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
     }
 }

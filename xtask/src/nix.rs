@@ -31,6 +31,36 @@ pub fn eval_json(sh: &Shell, dir: &Path, attr: &str) -> Result<serde_json::Value
         .with_context(|| format!("nix eval printed something that is not JSON: {out}"))
 }
 
+/// Nix's effective configuration: `nix show-config`, or `nix config show`
+/// from Nix 2.20 on. `enable`: turn nix-command on for this call only.
+pub fn show_config(sh: &Shell, version: Option<(u32, u32)>, enable: bool) -> Cmd<'_> {
+    let mut cmd = cmd!(sh, "nix");
+    if enable {
+        cmd = cmd.args(["--extra-experimental-features", "nix-command"]);
+    }
+    if version.is_some_and(|v| v >= (2, 20)) {
+        cmd.args(["config", "show"])
+    } else {
+        cmd.arg("show-config")
+    }
+}
+
+/// `nix-build` of the Nix function in `file` with `--argstr` arguments,
+/// locally (no remote builders), without substitutes, sandbox as
+/// configured. Prints the output path.
+pub fn build_probe<'a>(sh: &'a Shell, file: &Path, args: &[(&str, &str)]) -> Cmd<'a> {
+    let mut cmd = cmd!(
+        sh,
+        "nix-build --no-out-link --option substitute false --option builders"
+    )
+    .arg("")
+    .arg(file);
+    for (name, value) in args {
+        cmd = cmd.args(["--argstr", name, value]);
+    }
+    cmd
+}
+
 /// Parses `.nix` files with `nix-instantiate --parse`. Returns the files that
 /// do not parse, each with Nix's message. One process for all the files that
 /// parse; it restarts after each file that does not.
@@ -83,6 +113,39 @@ pub fn error_summary(msg: &str) -> String {
         .to_string()
 }
 
+/// The flake attribute of a host's SD image.
+pub fn sd_image_attr(host: &str) -> String {
+    format!("nixosConfigurations.{host}.config.system.build.sdImage")
+}
+
+/// `nix build` (or `nom build`, which shows Nix's progress as a tree) of an
+/// installable, leaving a `result` link at `out_link`. With `build_host`
+/// (an SSH destination of an aarch64 machine), Nix's remote build support
+/// builds every derivation there (`--max-jobs 0`), the build host fetching
+/// what it can from the binary cache itself.
+pub fn build<'a>(
+    sh: &'a Shell,
+    installable: &str,
+    out_link: &Path,
+    build_host: Option<&str>,
+    nom: bool,
+) -> Cmd<'a> {
+    let program = if nom { "nom" } else { "nix" };
+    let mut c = cmd!(sh, "{program} build --extra-experimental-features")
+        .arg("nix-command flakes")
+        .arg("--out-link")
+        .arg(out_link)
+        .arg(installable);
+    if let Some(host) = build_host {
+        c = c
+            .arg("--builders")
+            .arg(format!("ssh://{host} aarch64-linux"))
+            .args(["--max-jobs", "0"])
+            .args(["--option", "builders-use-substitutes", "true"]);
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +155,21 @@ mod tests {
         let msg = "error: syntax error, unexpected '}'\n\n       at /x/hosts/a/default.nix:3:1:\n\n            2|";
         assert_eq!(error_line(msg, Path::new("/x/hosts/a/default.nix")), 3);
         assert_eq!(error_summary(msg), "syntax error, unexpected '}'");
+    }
+
+    #[test]
+    fn build_command() {
+        let sh = Shell::new().unwrap();
+        let c = build(&sh, "/r#x", Path::new("/o/.result"), None, false);
+        assert_eq!(
+            c.to_string(),
+            "nix build --extra-experimental-features \"nix-command flakes\" --out-link /o/.result /r#x"
+        );
+        let c = build(&sh, "/r#x", Path::new("/o/l"), Some("pi@arm"), true);
+        assert!(c.to_string().starts_with("nom build "));
+        assert!(c.to_string().ends_with(
+            "/r#x --builders \"ssh://pi@arm aarch64-linux\" --max-jobs 0 --option builders-use-substitutes true"
+        ));
     }
 
     #[test]
@@ -124,7 +202,7 @@ pub fn eval_apply(attr: &str, apply: &str) -> std::process::Command {
 
 /// `nix build --no-link --json <attr>` (the JSON names the output path on
 /// Nix 2.8 and current Nix alike).
-pub fn build(attr: &str) -> std::process::Command {
+pub fn build_json(attr: &str) -> std::process::Command {
     let mut c = command();
     c.args(["build", "--no-link", "--json"]).arg(attr);
     c

@@ -1,16 +1,16 @@
-//! `cargo xtask bench deploy`: figures for deploy and status on fake Pis
-//! (the test harness in tests/common/fakepi.rs: systemd-nspawn containers
-//! with real systemd, sshd and Nix). Needs root, systemd-container,
-//! debootstrap and nix.
+//! `cargo xtask bench flash`: times `flash` against `zstd -dc | dd`, bmaptool
+//! and a plain decode, on a loop device, and prints medians, ratios and peak memory.
 
-use std::path::Path;
-use std::process::Command;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
 
-#[path = "../../tests/common/fakepi.rs"]
-mod fakepi;
+use crate::exec;
+use crate::flash::{sys, testimage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,7 +20,9 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum What {
-    /// deploy --all versus one host after another; status; an unreachable host
+    /// Time writing a NixOS-shaped image onto a loop device (needs root)
+    Flash(FlashArgs),
+    /// deploy --all versus one host after another, status, an unreachable host, on fake Pis (needs root)
     Deploy {
         /// Number of fake Pis
         #[arg(long, default_value_t = 8)]
@@ -28,109 +30,275 @@ enum What {
     },
 }
 
+#[derive(clap::Args)]
+struct FlashArgs {
+    /// Image size in MiB
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Runs of each method (the median is shown)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Folder for the image's .zst, reused by later runs [default: /var/tmp/flash-bench]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Back the loop device with a file on disk (in --dir) instead of tmpfs (/dev/shm)
+    #[arg(long)]
+    disk_backed: bool,
+    /// Only build the NixOS-shaped test image at PATH and stop
+    #[arg(long, value_name = "PATH")]
+    make_image: Option<PathBuf>,
+    /// With --make-image: the share of the ext4 partition filled with files (0..1)
+    #[arg(long, default_value_t = 0.85)]
+    fill: f64,
+}
+
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let What::Deploy { hosts } = args.what;
-    if let Some(why) = fakepi::missing() {
-        bail!("cannot start fake Pis: {why}");
+    let a = match args.what {
+        What::Flash(a) => a,
+        What::Deploy { hosts } => return crate::deploy::bench::run(root, hosts),
+    };
+    if let Some(p) = &a.make_image {
+        testimage::make(p, a.size_mib, a.fill)?;
+        println!("{}", p.display());
+        return Ok(());
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let base = fakepi::base(&target.join("tmp")).map_err(anyhow::Error::msg)?;
-    let names: Vec<String> = (1..=hosts).map(|i| format!("bench-{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut fleet = fakepi::Fleet::new(&base, &refs);
-    let t = Instant::now();
-    fleet.boot_all();
-    eprintln!(
-        "bench: {hosts} fake Pis booted and installed in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    if !sys::is_root() {
+        bail!("the benchmark uses a loop device: run it as root (sudo -E cargo xtask bench flash)");
+    }
+    for (p, pkg) in [
+        ("zstd", "zstd"),
+        ("losetup", "util-linux"),
+        ("dd", "coreutils"),
+    ] {
+        if !exec::have(p) {
+            bail!("`{p}` is not installed: apt-get install {pkg}");
+        }
+    }
+    let dir = match &a.dir {
+        Some(d) => d.clone(),
+        None => PathBuf::from("/var/tmp/flash-bench"),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let img = dir.join("nixos-shaped.img");
+    let zst = dir.join("nixos-shaped.img.zst");
+    let sh = Shell::new()?;
+    if !zst.exists() {
+        eprintln!(
+            "building a {} MiB NixOS-shaped image in {}",
+            a.size_mib,
+            dir.display()
+        );
+        testimage::make(&img, a.size_mib, a.fill)?;
+        exec::run(cmd!(sh, "zstd -q -f -T0 -3 --rm {img} -o {zst}"))?;
+    } else {
+        eprintln!("reusing {}", zst.display());
+    }
+    let raw = zstd_size(&zst)?;
+    let comp = std::fs::metadata(&zst)?.len();
+
+    let backing = if a.disk_backed {
+        dir.join("card.img")
+    } else {
+        PathBuf::from(format!("/dev/shm/flash-bench-{}.img", std::process::id()))
+    };
+    let mut cleanup = Cleanup {
+        file: backing.clone(),
+        dev: None,
+    };
+    // Allocated up front, so no method pays for tmpfs or disk allocation.
+    let f = File::create(&backing)?;
+    f.set_len(raw + (64 << 20))?;
+    if unsafe {
+        libc::posix_fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            (raw + (64 << 20)) as libc::off_t,
+        )
+    } != 0
+    {
+        bail!("cannot allocate {}", backing.display());
+    }
+    drop(f);
+    let dev = exec::read(cmd!(sh, "losetup --find --show {backing}"))?;
+    cleanup.dev = Some(dev.clone());
     let exe = std::env::current_exe()?;
-    let xtask = |args: &[&str]| -> Result<Duration> {
-        let mut c = Command::new(&exe);
-        c.arg("--flake").arg(fleet.repo()).args(args);
-        for (k, v) in fleet.env() {
-            c.env(k, v);
+    let bmap = exec::have("bmaptool");
+    eprintln!(
+        "image {} MiB raw, {} MiB zstd ({:.1}×); loop device {dev} backed by {} ({})",
+        raw >> 20,
+        comp >> 20,
+        raw as f64 / comp as f64,
+        backing.display(),
+        if a.disk_backed {
+            "a file on disk"
+        } else {
+            "tmpfs"
         }
-        let start = Instant::now();
-        let out = c.output()?;
-        let took = start.elapsed();
-        if args.contains(&"--all") || !out.status.success() {
-            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-        }
-        Ok(took)
-    };
-    let set_all = |v: &str| {
-        for n in &names {
-            fleet.set(n, &fakepi::Spec::version(v));
-        }
-    };
-    let mut rows: Vec<(String, f64)> = Vec::new();
-
-    set_all("seq");
-    let mut seq = Duration::ZERO;
-    for n in &names {
-        seq += xtask(&["deploy", n])?;
-    }
-    rows.push((
-        format!("deploy, {hosts} hosts one after another"),
-        seq.as_secs_f64(),
-    ));
-
-    set_all("jobs1");
-    let one = xtask(&["deploy", "--all", "--jobs", "1"])?;
-    rows.push(("deploy --all --jobs 1".into(), one.as_secs_f64()));
-
-    set_all("all8");
-    let par = xtask(&["deploy", "--all", "--jobs", &hosts.to_string()])?;
-    rows.push((format!("deploy --all --jobs {hosts}"), par.as_secs_f64()));
-
-    set_all("all4");
-    let par4 = xtask(&["deploy", "--all"])?;
-    rows.push(("deploy --all (default 4 jobs)".into(), par4.as_secs_f64()));
-
-    let mut status = Vec::new();
-    for _ in 0..5 {
-        status.push(xtask(&["status"])?.as_secs_f64());
-    }
-    status.sort_by(f64::total_cmp);
-    rows.push((format!("status, {hosts} hosts (median of 5)"), status[2]));
-    let mut status_no_eval = Vec::new();
-    for _ in 0..5 {
-        status_no_eval.push(xtask(&["status", "--no-eval"])?.as_secs_f64());
-    }
-    status_no_eval.sort_by(f64::total_cmp);
-    rows.push((
-        format!("status --no-eval, {hosts} hosts (median of 5)"),
-        status_no_eval[2],
-    ));
-
-    // A host that accepts TCP and never answers: only the timeout ends it.
-    let silent = fakepi::Silent::new();
-    fleet.set_endpoint(&names[0], "127.0.0.1", silent.port);
-    let down = xtask(&["status"])?;
-    rows.push((
-        format!("status, {hosts} hosts, one silent (connect timeout 5 s)"),
-        down.as_secs_f64(),
-    ));
-    let down_deploy = xtask(&["deploy", &names[0]])?;
-    rows.push((
-        "deploy to the silent host (connect timeout 5 s)".into(),
-        down_deploy.as_secs_f64(),
-    ));
-
-    println!();
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    for (what, s) in &rows {
-        println!("{what:<width$}  {s:>6.2} s");
-    }
-    println!(
-        "\nparallel / sequential: {:.2} (--jobs {hosts}), {:.2} (4 jobs); goal ≤ 0.40\nparallel / --jobs 1: {:.2} (--jobs {hosts}), {:.2} (4 jobs)",
-        par.as_secs_f64() / seq.as_secs_f64(),
-        par4.as_secs_f64() / seq.as_secs_f64(),
-        par.as_secs_f64() / one.as_secs_f64(),
-        par4.as_secs_f64() / one.as_secs_f64()
     );
+
+    type Run = Box<dyn Fn() -> Result<(Duration, u64)>>;
+    let z = zst.clone();
+    let d = dev.clone();
+    let mut methods: Vec<(&str, Run)> = vec![(
+        "zstd -dc > /dev/null (decode only)",
+        Box::new(move || {
+            let mut zstd = Command::new("zstd");
+            zstd.arg("-dcq").arg(&z);
+            time(&mut [zstd], true)
+        }),
+    )];
+    let (z, d2) = (zst.clone(), d.clone());
+    methods.push((
+        "zstd -dc | dd bs=4M oflag=direct conv=fsync",
+        Box::new(move || {
+            let mut zstd = Command::new("zstd");
+            zstd.arg("-dcq").arg(&z);
+            let mut dd = Command::new("dd");
+            dd.args([
+                "bs=4M",
+                "iflag=fullblock",
+                "oflag=direct",
+                "conv=fsync",
+                "status=none",
+            ])
+            .arg(format!("of={d2}"));
+            time(&mut [zstd, dd], false)
+        }),
+    ));
+    if bmap {
+        let (z, d2) = (zst.clone(), d.clone());
+        methods.push((
+            "bmaptool copy --nobmap",
+            Box::new(move || {
+                let mut b = Command::new("bmaptool");
+                b.args(["-q", "copy", "--nobmap"]).arg(&z).arg(&d2);
+                time(&mut [b], false)
+            }),
+        ));
+    }
+    for (label, extra) in [
+        ("cargo xtask flash --no-verify", Some("--no-verify")),
+        ("cargo xtask flash (verified)", None),
+    ] {
+        let (z, d2, e) = (zst.clone(), d.clone(), exe.clone());
+        methods.push((
+            label,
+            Box::new(move || {
+                let mut c = Command::new(&e);
+                c.arg("flash").arg(&z).arg(&d2).arg("--yes").args(extra);
+                time(&mut [c], false)
+            }),
+        ));
+    }
+
+    let mut results: Vec<Vec<(Duration, u64)>> = vec![Vec::new(); methods.len()];
+    for r in 0..a.runs {
+        for (i, (label, f)) in methods.iter().enumerate() {
+            wipe(&dev)?;
+            let res = f().with_context(|| format!("{label} failed"))?;
+            eprintln!("run {}: {label}: {:.2} s", r + 1, res.0.as_secs_f64());
+            results[i].push(res);
+        }
+    }
+    let medians: Vec<(f64, u64)> = results
+        .iter()
+        .map(|v| {
+            let mut t: Vec<f64> = v.iter().map(|x| x.0.as_secs_f64()).collect();
+            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            (t[t.len() / 2], v.iter().map(|x| x.1).max().unwrap_or(0))
+        })
+        .collect();
+    let dd = medians[1].0;
+    let decode = medians[0].0;
+    println!(
+        "\n{} MiB image ({} MiB zstd), median of {} runs, loop device on {}",
+        raw >> 20,
+        comp >> 20,
+        a.runs,
+        if a.disk_backed { "disk" } else { "tmpfs" }
+    );
+    println!(
+        "{:<46} {:>8} {:>10} {:>8} {:>9} {:>9}",
+        "method", "seconds", "MB/s", "× dd", "× decode", "peak MiB"
+    );
+    for ((label, _), (t, rss)) in methods.iter().zip(&medians) {
+        println!(
+            "{label:<46} {t:>8.2} {:>10.0} {:>8.2} {:>9.2} {:>9.1}",
+            raw as f64 / t / 1e6,
+            t / dd,
+            t / decode,
+            *rss as f64 / 1024.0
+        );
+    }
+    println!("goals: flash ≤ 0.70× dd, flash+verify ≤ 1.00× dd, peak memory ≤ 64 MiB");
     Ok(())
+}
+
+/// Runs the commands as a pipeline; returns the wall time and the largest
+/// peak RSS (kB) among them.
+fn time(cmds: &mut [Command], to_null: bool) -> Result<(Duration, u64)> {
+    let start = Instant::now();
+    let mut pids = Vec::new();
+    let mut prev: Option<std::process::ChildStdout> = None;
+    let n = cmds.len();
+    for (i, c) in cmds.iter_mut().enumerate() {
+        if let Some(out) = prev.take() {
+            c.stdin(out);
+        }
+        if i + 1 < n {
+            c.stdout(Stdio::piped());
+        } else if to_null {
+            c.stdout(File::create("/dev/null")?);
+        } else {
+            c.stdout(Stdio::null());
+        }
+        c.stderr(Stdio::null());
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("cannot run {:?}", c.get_program()))?;
+        prev = child.stdout.take();
+        pids.push(child.id());
+    }
+    let mut peak = 0;
+    let mut ok = true;
+    for pid in pids {
+        let (good, rss) = sys::wait_with_rusage(pid)?;
+        ok &= good;
+        peak = peak.max(rss);
+    }
+    if !ok {
+        bail!("a command failed");
+    }
+    Ok((start.elapsed(), peak))
+}
+
+/// Zeroes the device's first MiB, so every method starts from a blank card.
+fn wipe(dev: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(dev)?;
+    std::io::Write::write_all(&mut f, &vec![0u8; 1 << 20])?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn zstd_size(zst: &Path) -> Result<u64> {
+    let f = std::io::BufReader::new(File::open(zst)?);
+    let len = std::fs::metadata(zst)?.len();
+    crate::flash::image::zstd_content_size(f, len)
+        .map_err(anyhow::Error::msg)?
+        .context("the .zst does not record its size")
+}
+
+/// Detaches the loop device and removes its backing file.
+struct Cleanup {
+    file: PathBuf,
+    dev: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dev {
+            let _ = Command::new("losetup").arg("-d").arg(d).status();
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
 }

@@ -29,6 +29,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let (fleet, mut problems) = Fleet::read(root)?;
     let mut skipped = Vec::new();
     problems.extend(check_lock(root)?);
+    problems.extend(crate::container_pins::problems(&fleet)?);
     if nix::installed() {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);

@@ -1,10 +1,8 @@
 # What is special about @NAME@. Everything every Pi shares comes from
-# modules/; its name, model and address come from hosts/fleet.toml.
+# modules/; its name, model, address and Wi-Fi come from hosts/fleet.toml;
+# its Docker containers from hosts/@NAME@/containers.toml.
 { ... }:
 {
-  # Add this Pi's own settings here, for example its containers:
-  # virtualisation.oci-containers.containers.whoami = {
-  #   image = "traefik/whoami@sha256:<digest>";
-  #   ports = [ "8080:80" ];
-  # };
+  # Add this Pi's own NixOS settings here, for example:
+  # services.prometheus.exporters.node.enable = true;
 }

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::inventory::Fleet;
+use crate::image::info::{self, ImageInfo};
+use crate::inventory::{Fleet, Host};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,9 +17,24 @@ pub struct Args {
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let (fleet, problems) = Fleet::read(root)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&fleet.hosts)?);
+        // Each host, plus `image`: the record of its built SD image or null.
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            host: &'a Host,
+            image: Option<ImageInfo>,
+        }
+        let rows: Vec<Row> = fleet
+            .hosts
+            .iter()
+            .map(|h| Row {
+                host: h,
+                image: info::read(root, &h.name),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        let rows: Vec<[String; 5]> = fleet
+        let rows: Vec<[String; 6]> = fleet
             .hosts
             .iter()
             .map(|h| {
@@ -33,10 +49,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                     address,
                     h.user.clone(),
                     h.tags.join(","),
+                    image_cell(info::read(root, &h.name)),
                 ]
             })
             .collect();
-        print_table(&["HOST", "MODEL", "ADDRESS", "USER", "TAGS"], &rows);
+        print_table(
+            &["HOST", "MODEL", "ADDRESS", "USER", "TAGS", "SD IMAGE"],
+            &rows,
+        );
     }
     if !problems.is_empty() {
         eprintln!(
@@ -45,6 +65,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `abc1234 2026-11-25` (the commit and day the SD image was built), or `-`.
+fn image_cell(image: Option<ImageInfo>) -> String {
+    match image {
+        Some(i) => format!("{} {}", i.short_commit(), i.built.get(..10).unwrap_or("")),
+        None => "-".to_string(),
+    }
 }
 
 /// Left-aligned columns, two spaces apart.

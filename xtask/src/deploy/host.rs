@@ -269,7 +269,7 @@ fn rollback_steps(
 fn build(ctx: &Ctx, h: &Host, log: &Log) -> Result<String> {
     let attr = nix::host_attr(ctx.root, &h.name, ".system.build.toplevel");
     let Some(bh) = ctx.build_host.clone().or_else(|| h.build_host.clone()) else {
-        let json = log.run_ok(&mut nix::build(&attr), None, "building the system")?;
+        let json = log.run_ok(&mut nix::build_json(&attr), None, "building the system")?;
         return nix::built_path(&json);
     };
     let opts = ctx.ssh.nix_sshopts(None);
@@ -650,7 +650,7 @@ pub fn plan(ctx: &Ctx, h: &Host, rollback_to: Option<Option<u64>>) -> Vec<String
         );
         let attr = nix::host_attr(ctx.root, &h.name, ".system.build.toplevel");
         match ctx.build_host.clone().or_else(|| h.build_host.clone()) {
-            None => lines.push(show(nix::build(&attr))),
+            None => lines.push(show(nix::build_json(&attr))),
             Some(bh) => {
                 lines.push(format!("$ nix eval --raw {attr}.drvPath"));
                 lines.push(format!("$ nix copy --derivation --to ssh://{bh} <drv>"));

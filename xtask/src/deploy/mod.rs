@@ -5,6 +5,7 @@
 //! - `host`: one host's deploy or rollback, step by step;
 //! - `guard`: the lock-out guard.
 
+pub mod bench;
 pub mod guard;
 pub mod host;
 pub mod remote;
@@ -377,26 +378,17 @@ pub fn human_duration(secs: f64) -> String {
     }
 }
 
-/// The checkout's commit (`abc123` or `abc123-dirty`), if it is a Git tree.
+/// The checkout's commit (`abc123…` or `abc123…-dirty` when tracked files
+/// changed, which the flake build includes), if it is a Git tree.
 pub fn git_commit(root: &Path) -> Option<String> {
-    let rev = Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    let rev = String::from_utf8_lossy(&rev.stdout).trim().to_string();
-    let dirty = Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["status", "--porcelain"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .is_some_and(|o| !o.stdout.is_empty());
-    Some(if dirty { format!("{rev}-dirty") } else { rev })
+    let sh = xshell::Shell::new().ok()?;
+    let st = crate::git::status(&sh, root).ok()??;
+    let commit: String = st.commit.as_deref()?.chars().take(12).collect();
+    Some(if st.dirty() {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    })
 }
 
 /// Seconds since `start`, for messages.

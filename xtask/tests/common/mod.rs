@@ -90,4 +90,7 @@ pub fn copy(from: &Path, to: &Path) {
         std::fs::copy(from, to).unwrap();
     }
 }
+pub mod binfmt_ns;
 pub mod fakepi;
+pub mod loopdev;
+pub mod sd_fixture;

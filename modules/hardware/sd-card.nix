@@ -1,0 +1,24 @@
+# What every Pi model shares: aarch64, the NixOS SD card layout (firmware ->
+# U-Boot -> extlinux; MBR with a FAT `FIRMWARE` partition and an ext4
+# `NIXOS_SD` root that grows to the card on first boot) and redistributable
+# firmware. Imported by hardware/<model>.nix.
+{
+  lib,
+  modulesPath,
+  host,
+  ...
+}:
+{
+  imports = [ "${modulesPath}/installer/sd-card/sd-image-aarch64.nix" ];
+
+  # Built natively for aarch64 (under QEMU on an x86_64 workstation, or on a
+  # build host), so everything but the host's own files comes from the cache.
+  nixpkgs.hostPlatform = "aarch64-linux";
+
+  # The image is named after the host: result/sd-image/<host>.img.zst.
+  image.baseName = lib.mkDefault host.name;
+  sdImage.compressImage = lib.mkDefault true;
+
+  # Wi-Fi and Bluetooth firmware (brcmfmac) of the Pi 3, Pi 4 and Zero 2 W.
+  hardware.enableRedistributableFirmware = lib.mkDefault true;
+}

@@ -1,0 +1,461 @@
+//! `cargo xtask sd <host>`: build a host's SD card image with Nix and put it
+//! at `out/<host>/<host>.img.zst` with its sha256, size and commit recorded.
+//! A preflight refuses, before any build, everything that would make the
+//! image fail or unreachable; each refusal names the command that fixes it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use xshell::Shell;
+
+use crate::image::info::{self, ImageInfo};
+use crate::image::{mbr, stream, wifi};
+use crate::inventory::{self, Fleet, Host, INVENTORY};
+use crate::{container_pins, exec, git, nix};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The host whose card image to build (see `cargo xtask list`)
+    host: String,
+    /// Put the image in DIR instead of out/<host>/
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Build natively on this aarch64 machine (SSH destination) instead of under QEMU [default: the host's build_host]
+    #[arg(long, value_name = "SSH")]
+    build_host: Option<String>,
+    /// Also write the raw image <host>.img next to the compressed one
+    #[arg(long)]
+    decompress: bool,
+    /// Read the Wi-Fi password from FILE (its only line) instead of asking
+    #[arg(long, value_name = "FILE")]
+    wifi_secrets: Option<PathBuf>,
+    /// Check and print what would run, build nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// What the preflight found: everything the build and delivery need.
+struct Plan {
+    host: Host,
+    out_dir: PathBuf,
+    zst: PathBuf,
+    raw: PathBuf,
+    info: PathBuf,
+    build_host: Option<String>,
+    git: Option<git::Status>,
+    /// The Wi-Fi password, when read from a file.
+    passphrase: Option<String>,
+    /// Ask for the password before building.
+    ask: bool,
+}
+
+/// Files a flake build of this repository reads: untracked ones are
+/// silently left out by Nix.
+const FLAKE_INPUTS: &[&str] = &[
+    "flake.nix",
+    "flake.lock",
+    "lib/",
+    "modules/",
+    "hosts/",
+    "keys/",
+];
+
+pub fn run(root: &Path, args: Args) -> Result<()> {
+    let sh = Shell::new()?;
+    let started = Instant::now();
+    let mut plan = preflight(&sh, root, &args)?;
+    eprintln!("preflight ok ({:.3} s)", started.elapsed().as_secs_f64());
+
+    let out_link = plan.out_dir.join(".result");
+    let installable = nix::flake_attr(root, &nix::sd_image_attr(&plan.host.name));
+    let nom = exec::have("nom");
+    let build = nix::build(
+        &sh,
+        &installable,
+        &out_link,
+        plan.build_host.as_deref(),
+        nom,
+    );
+    if args.dry_run {
+        println!("would run:");
+        println!("$ {build}");
+        println!(
+            "then copy <result>/sd-image/*.img.zst to {}{}, record its sha256 and size in {}",
+            shown(root, &plan.zst),
+            if plan.host.wifi.is_some() {
+                " with the Wi-Fi secrets written into its root partition"
+            } else {
+                ""
+            },
+            shown(root, &plan.info)
+        );
+        if args.decompress {
+            println!("and write the raw image {}", shown(root, &plan.raw));
+        }
+        if plan.ask {
+            println!(
+                "(the Wi-Fi password for `{}` would be asked for before the build)",
+                plan.host.wifi.as_deref().unwrap_or("")
+            );
+        }
+        return Ok(());
+    }
+    if plan.ask {
+        let ssid = plan.host.wifi.clone().unwrap_or_default();
+        plan.passphrase = Some(wifi::prompt(&ssid)?);
+    }
+
+    std::fs::create_dir_all(&plan.out_dir)
+        .with_context(|| format!("cannot create {}", plan.out_dir.display()))?;
+    if args.out.is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plan.out_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if let Some(b) = &plan.build_host {
+        eprintln!("building on {b} (Nix remote build); this workstation only evaluates");
+    } else if std::env::consts::ARCH != "aarch64" {
+        eprintln!(
+            "building aarch64 under QEMU: what the binary cache has is fetched, the host's own derivations are built here"
+        );
+    }
+    exec::run(build).context(
+        "the Nix build failed: read Nix's message above (`cargo xtask check` finds mistakes in the fleet definition)",
+    )?;
+    let store = std::fs::read_link(&out_link)
+        .with_context(|| format!("nix build left no {}", out_link.display()))?;
+    let result = deliver(&sh, &plan, &store, args.decompress);
+    let _ = std::fs::remove_file(&out_link);
+    let (zsum, rsum) = result?;
+
+    let record = ImageInfo {
+        host: plan.host.name.clone(),
+        commit: plan.git.as_ref().and_then(|g| g.commit.clone()),
+        dirty: plan.git.as_ref().map(git::Status::dirty),
+        sha256: zsum.sha256.clone(),
+        size: zsum.size,
+        raw_sha256: rsum.sha256,
+        raw_size: rsum.size,
+        built: info::now_utc(),
+        store_path: store.display().to_string(),
+        wifi: plan.passphrase.as_ref().and(plan.host.wifi.clone()),
+    };
+    info::write(&plan.info, &record)?;
+
+    println!("✓ {}: {}", plan.host.name, shown(root, &plan.zst));
+    println!("  size    {} ({} bytes)", human(zsum.size), zsum.size);
+    println!("  sha256  {}", zsum.sha256);
+    println!(
+        "  raw     {} ({} bytes), sha256 {}",
+        human(record.raw_size),
+        record.raw_size,
+        record.raw_sha256
+    );
+    println!("  commit  {}", record.short_commit());
+    if let Some(ssid) = &record.wifi {
+        println!(
+            "  wifi    joins `{ssid}`: its password is inside this image (file mode 0600), keep it private"
+        );
+    }
+    if args.decompress {
+        println!("  file    {}", shown(root, &plan.raw));
+    }
+    println!("next: cargo xtask flash {} /dev/sdX", plan.host.name);
+    Ok(())
+}
+
+/// Every check before the build; all refusals are reported together.
+fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
+    let (fleet, problems) = Fleet::read(root)?;
+    let host = fleet.host(&args.host)?.clone();
+    let mut refusals = Vec::new();
+
+    // The fleet definition: this host's problems and the shared ones.
+    let others: Vec<String> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.name != host.name)
+        .map(|h| format!("host `{}`", h.name))
+        .collect();
+    for p in &problems {
+        if !others.iter().any(|o| p.message.contains(o.as_str())) {
+            refusals.push(p.to_string().replace("\n    fix: ", ": "));
+        }
+    }
+    if fleet.admin_keys().is_empty() && !problems.iter().any(|p| p.message.contains("unreachable"))
+    {
+        refusals.push(format!(
+            "the image would be unreachable: {} has no usable admin SSH key: run `cargo xtask add-key`",
+            inventory::KEYS
+        ));
+    }
+    for p in container_pins::problems(&fleet)? {
+        if p.file == crate::containers::file(&host.name) {
+            refusals.push(p.to_string().replace("\n    fix: ", ": "));
+        }
+    }
+
+    // Wi-Fi: the password must be at hand before a long build starts.
+    let mut passphrase = None;
+    let mut ask = false;
+    if let Some(ssid) = &host.wifi {
+        let why = if host.model.wifi_only() {
+            format!(
+                "a {} has no Ethernet: without Wi-Fi it is unreachable",
+                host.model
+            )
+        } else {
+            "without it the Pi only comes up on Ethernet".to_string()
+        };
+        match &args.wifi_secrets {
+            Some(file) => match wifi::read_passphrase_file(file) {
+                Ok(p) => passphrase = Some(p),
+                Err(e) => refusals.push(format!("{e:#}")),
+            },
+            None if wifi::can_prompt() => ask = true,
+            None => refusals.push(format!(
+                "host `{}` needs the password of the Wi-Fi `{ssid}` ({why}), and there is no terminal to ask for it: pass --wifi-secrets FILE (a file holding only the password, mode 600)",
+                host.name
+            )),
+        }
+    } else if args.wifi_secrets.is_some() {
+        refusals.push(format!(
+            "--wifi-secrets was given but host `{}` has no `wifi` in {INVENTORY}: add `wifi = \"<SSID>\"` to its entry, or drop the option",
+            host.name
+        ));
+    }
+
+    // The tools that finish the image.
+    if !exec::have("zstd") {
+        refusals.push("zstd is not installed: `sudo apt-get install zstd`".to_string());
+    }
+    if host.wifi.is_some() && wifi::debugfs().is_none() {
+        refusals.push(
+            "debugfs (which writes the Wi-Fi secrets into the image) is not installed: `sudo apt-get install e2fsprogs`"
+                .to_string(),
+        );
+    }
+
+    // Nix, and a way to build aarch64.
+    if !nix::installed() {
+        refusals.push(
+            "nix is not installed: install it (see documentation/getting nix ready.md), then run `cargo xtask setup-binfmt`".to_string(),
+        );
+    }
+    let build_host = args.build_host.clone().or_else(|| host.build_host.clone());
+    let emulated = build_host.is_none() && std::env::consts::ARCH != "aarch64";
+    if let Err(e) = if emulated { aarch64_ready() } else { Ok(()) } {
+        refusals.push(format!(
+            "{e:#} (or build on an aarch64 machine: --build-host user@machine)"
+        ));
+    }
+
+    // Git: flakes build the tracked files only.
+    let status = git::status(sh, root)?;
+    if let Some(s) = &status {
+        let untracked: Vec<&String> = s
+            .untracked
+            .iter()
+            .filter(|f| {
+                FLAKE_INPUTS
+                    .iter()
+                    .any(|p| f.as_str() == *p || (p.ends_with('/') && f.starts_with(p)))
+            })
+            .collect();
+        if !untracked.is_empty() {
+            let list: Vec<&str> = untracked.iter().map(|s| s.as_str()).collect();
+            refusals.push(format!(
+                "not tracked by Git: {}. Nix flakes only see tracked files, so the image would be built without them: run `git add {}`",
+                list.join(", "),
+                list.join(" ")
+            ));
+        }
+        if s.dirty() {
+            let mut list: Vec<&str> = s.changed.iter().map(String::as_str).take(8).collect();
+            if s.changed.len() > 8 {
+                list.push("…");
+            }
+            eprintln!(
+                "note: uncommitted changes are built in and the image is recorded as `{}+dirty`: {}",
+                s.commit
+                    .as_deref()
+                    .map(|c| &c[..7.min(c.len())])
+                    .unwrap_or("no commit"),
+                list.join(", ")
+            );
+        }
+    }
+
+    if !refusals.is_empty() {
+        bail!(
+            "cannot build the SD image of `{}`:\n{}",
+            host.name,
+            refusals
+                .iter()
+                .map(|r| format!("  - {}", r.replace('\n', "\n    ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    let (out_dir, zst, info) = match &args.out {
+        Some(dir) => {
+            let dir = std::path::absolute(dir)?;
+            (
+                dir.clone(),
+                dir.join(format!("{}.img.zst", host.name)),
+                dir.join(format!("{}.img.json", host.name)),
+            )
+        }
+        None => {
+            let zst = inventory::image_path(root, &host.name);
+            (
+                zst.parent().unwrap().to_path_buf(),
+                zst,
+                inventory::image_info_path(root, &host.name),
+            )
+        }
+    };
+    let raw = zst.with_extension("");
+    Ok(Plan {
+        host,
+        out_dir,
+        zst,
+        raw,
+        info,
+        build_host,
+        git: status,
+        passphrase,
+        ask,
+    })
+}
+
+/// The workstation can build aarch64-linux with Nix (QEMU user emulation
+/// registered with binfmt, Nix told about the platform): the checks of
+/// `cargo xtask setup-binfmt`, called, not copied.
+fn aarch64_ready() -> Result<()> {
+    crate::binfmt::ensure_ready(false)
+}
+
+/// Copies (and, for Wi-Fi hosts, completes) the built image into place.
+/// Returns the sums of the `.img.zst` and of the raw image.
+fn deliver(
+    sh: &Shell,
+    plan: &Plan,
+    store: &Path,
+    decompress: bool,
+) -> Result<(stream::Sum, stream::Sum)> {
+    let src = find_image(store)?;
+    let compressed = src.extension().is_some_and(|e| e == "zst");
+    let (zst, raw) = (&plan.zst, &plan.raw);
+    let (zst_tmp, raw_tmp) = (stream::partial(zst), stream::partial(raw));
+    for stale in [&zst_tmp, &raw_tmp] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let keep_raw = decompress.then_some(raw_tmp.as_path());
+
+    let (zsum, rsum) = match &plan.passphrase {
+        None if compressed => {
+            let zsum = stream::copy(&src, &zst_tmp)?;
+            let rsum = stream::zstd(&["-d", "-c"], &zst_tmp, keep_raw)?;
+            (zsum, rsum)
+        }
+        None => {
+            let rsum = match keep_raw {
+                Some(t) => stream::copy(&src, t)?,
+                None => stream::hash_file(&src)?,
+            };
+            let zsum = stream::zstd(&["-T0", "-c"], &src, Some(&zst_tmp))?;
+            (zsum, rsum)
+        }
+        Some(passphrase) => {
+            if compressed {
+                stream::zstd(&["-d", "-c"], &src, Some(&raw_tmp))?;
+            } else {
+                stream::copy(&src, &raw_tmp)?;
+            }
+            let mut first = [0u8; 512];
+            {
+                use std::io::Read;
+                std::fs::File::open(&raw_tmp)?.read_exact(&mut first)?;
+            }
+            let root = mbr::root_partition(&first)
+                .with_context(|| format!("{} is not a NixOS SD image", src.display()))?;
+            eprintln!(
+                "writing the Wi-Fi secrets into partition {} at {} ({}, root 0600)",
+                root.number,
+                root.offset(),
+                wifi::SECRETS_FILE
+            );
+            wifi::inject(sh, &raw_tmp, root.offset(), passphrase)?;
+            let rsum = stream::hash_file(&raw_tmp)?;
+            let zsum = stream::zstd(&["-T0", "-c"], &raw_tmp, Some(&zst_tmp))?;
+            if !decompress {
+                std::fs::remove_file(&raw_tmp)?;
+            }
+            (zsum, rsum)
+        }
+    };
+    stream::finish(&zst_tmp, zst)?;
+    if decompress {
+        stream::finish(&raw_tmp, raw)?;
+    } else if raw.exists() {
+        // A raw image from an earlier run would not match the new one.
+        std::fs::remove_file(raw)?;
+    }
+    Ok((zsum, rsum))
+}
+
+/// The one image file in `<store path>/sd-image/`.
+fn find_image(store: &Path) -> Result<PathBuf> {
+    let dir = store.join("sd-image");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("the build result has no {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.to_string_lossy();
+            n.ends_with(".img.zst") || n.ends_with(".img")
+        })
+        .collect();
+    if found.len() != 1 {
+        bail!(
+            "expected one .img.zst (or .img) in {}, found {}",
+            dir.display(),
+            found.len()
+        );
+    }
+    Ok(found.remove(0))
+}
+
+/// A path relative to the repository when it is inside it.
+fn shown(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+/// 1.2 GiB, 34.5 MiB, 512 B.
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(3 << 20), "3.0 MiB");
+        assert_eq!(human(1_288_490_189), "1.2 GiB");
+    }
+}

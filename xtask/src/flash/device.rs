@@ -1,0 +1,743 @@
+//! Which block devices may be written: facts read from sysfs, `/proc/self/mountinfo`
+//! and `/proc/swaps`, and a pure classification of those facts.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Disks above this size get a warning and need `--force-non-removable`.
+pub const LARGE_DISK: u64 = 128_000_000_000;
+
+/// Mount points (and everything under them) that belong to the running system.
+const SYSTEM_MOUNTS: &[&str] = &[
+    "/", "/boot", "/usr", "/var", "/home", "/nix", "/etc", "/opt", "/srv", "/root",
+];
+
+/// Where desktops (udisks2) mount removable media on their own.
+const AUTOMOUNT_ROOTS: &[&str] = &["/media/", "/run/media/"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Usb,
+    Mmc,
+    Sdio,
+    Nvme,
+    Sata,
+    Virtio,
+    Loop,
+    Other,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Usb => "usb",
+            Transport::Mmc => "mmc",
+            Transport::Sdio => "sdio",
+            Transport::Nvme => "nvme",
+            Transport::Sata => "sata",
+            Transport::Virtio => "virtio",
+            Transport::Loop => "loop",
+            Transport::Other => "other",
+        }
+    }
+
+    /// The bus from a disk's resolved sysfs path, e.g.
+    /// `/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/.../block/sdb`.
+    pub fn from_sysfs_path(name: &str, path: &str) -> Transport {
+        if name.starts_with("loop") {
+            Transport::Loop
+        } else if path.contains("/usb") {
+            Transport::Usb
+        } else if path.contains("sdio") {
+            Transport::Sdio
+        } else if name.starts_with("mmcblk") || path.contains("/mmc_host/") {
+            Transport::Mmc
+        } else if path.contains("/nvme") {
+            Transport::Nvme
+        } else if path.contains("/virtio") {
+            Transport::Virtio
+        } else if path.contains("/ata") {
+            Transport::Sata
+        } else {
+            Transport::Other
+        }
+    }
+}
+
+/// A partition of the disk or a device stacked on it (LVM, RAID, dm-crypt).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub dev: (u32, u32),
+    /// The device-mapper name (`/dev/mapper/<name>`), for dm devices.
+    pub dm_name: Option<String>,
+}
+
+/// Everything known about one whole disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Disk {
+    pub name: String,
+    pub dev: (u32, u32),
+    /// Size in bytes; `None` when the kernel reports none.
+    pub size: Option<u64>,
+    pub read_only: bool,
+    pub removable: bool,
+    /// A parent device (USB, card reader) says it can be unplugged.
+    pub hotplug: bool,
+    pub transport: Transport,
+    pub model: String,
+    /// For a loop device: the file behind it.
+    pub loop_backing: Option<String>,
+    /// Partitions and holders, recursively.
+    pub members: Vec<Member>,
+}
+
+impl Disk {
+    pub fn path(&self) -> String {
+        format!("/dev/{}", self.name)
+    }
+
+    /// Whether `source` (a mount source or swap file name) is this disk or one of its members.
+    fn owns(&self, dev: Option<(u32, u32)>, source: &str) -> Option<String> {
+        let base = source.strip_prefix("/dev/").unwrap_or("");
+        let mapper = source.strip_prefix("/dev/mapper/");
+        if dev == Some(self.dev) || base == self.name {
+            return Some(self.name.clone());
+        }
+        self.members
+            .iter()
+            .find(|m| {
+                dev == Some(m.dev)
+                    || base == m.name
+                    || (mapper.is_some() && mapper == m.dm_name.as_deref())
+            })
+            .map(|m| m.name.clone())
+    }
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mount {
+    pub dev: (u32, u32),
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+}
+
+/// Parses `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let l: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            let (maj, min) = l.get(2)?.split_once(':')?;
+            Some(Mount {
+                dev: (maj.parse().ok()?, min.parse().ok()?),
+                target: unescape(l.get(4)?),
+                fstype: r.first()?.to_string(),
+                source: unescape(r.get(1)?),
+            })
+        })
+        .collect()
+}
+
+/// Parses `/proc/swaps` into the swap file or device names.
+pub fn parse_swaps(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(unescape))
+        .collect()
+}
+
+/// Undoes the octal escapes (`\040` for a space) of mountinfo and swaps.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_system_mount(target: &str) -> bool {
+    SYSTEM_MOUNTS.iter().any(|m| {
+        target == *m || (*m != "/" && target.starts_with(m) && target[m.len()..].starts_with('/'))
+    })
+}
+
+fn is_automount(target: &str) -> bool {
+    AUTOMOUNT_ROOTS.iter().any(|r| target.starts_with(r))
+}
+
+/// What the checks found about one disk for one image.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assessment {
+    /// Reasons the disk can never be written (system disk, read-only, too small, ...).
+    pub refusals: Vec<String>,
+    /// Reasons that `--force-non-removable` overrides.
+    pub needs_force: Vec<String>,
+    /// Mounts the desktop made on its own: unmounted before writing (source, target).
+    pub unmount: Vec<(String, String)>,
+    /// Every mount point on the disk, for display.
+    pub mountpoints: Vec<String>,
+    pub system: bool,
+}
+
+impl Assessment {
+    /// `Ok` when the disk may be written with the given flag, else every reason.
+    pub fn decide(&self, force_non_removable: bool) -> std::result::Result<(), Vec<String>> {
+        let mut why = self.refusals.clone();
+        if !force_non_removable {
+            why.extend(self.needs_force.iter().cloned());
+        }
+        if why.is_empty() { Ok(()) } else { Err(why) }
+    }
+}
+
+/// Classifies `disk` from the captured facts. `image_size` is the exact byte
+/// count to write, when known.
+pub fn assess(
+    disk: &Disk,
+    mounts: &[Mount],
+    swaps: &[String],
+    image_size: Option<u64>,
+) -> Assessment {
+    let mut a = Assessment::default();
+    for m in mounts {
+        let dev = (m.dev.0 != 0).then_some(m.dev);
+        let Some(member) = disk.owns(dev, &m.source) else {
+            continue;
+        };
+        a.mountpoints.push(m.target.clone());
+        if is_system_mount(&m.target) {
+            a.system = true;
+            a.refusals.push(format!(
+                "system disk: /dev/{member} is mounted at {} (the running system uses it)",
+                m.target
+            ));
+        } else if is_automount(&m.target)
+            && disk
+                .members
+                .iter()
+                .any(|x| x.name == member && x.dm_name.is_none())
+        {
+            a.unmount.push((format!("/dev/{member}"), m.target.clone()));
+        } else {
+            a.refusals.push(format!(
+                "/dev/{member} is mounted at {}: unmount it first (umount {})",
+                m.target, m.target
+            ));
+        }
+    }
+    for s in swaps {
+        if let Some(member) = disk.owns(None, s) {
+            a.system = true;
+            a.refusals
+                .push(format!("system disk: /dev/{member} is active swap"));
+        }
+    }
+    if disk.read_only {
+        a.refusals.push(
+            "read-only: the kernel reports it write-protected (check the card's lock switch)"
+                .into(),
+        );
+    }
+    match (disk.size, image_size) {
+        (None | Some(0), _) => a
+            .refusals
+            .push("size unknown: no medium in the reader?".into()),
+        (Some(d), Some(i)) if d < i => a.refusals.push(format!(
+            "too small: {} ({d} bytes) < the image's {} ({i} bytes)",
+            human(d),
+            human(i)
+        )),
+        _ => {}
+    }
+    let removable_looking = disk.removable
+        || disk.hotplug
+        || matches!(
+            disk.transport,
+            Transport::Usb | Transport::Mmc | Transport::Sdio | Transport::Loop
+        );
+    if !removable_looking {
+        a.needs_force.push(format!(
+            "not removable: a fixed {} disk (pass --force-non-removable if you are sure)",
+            disk.transport.as_str()
+        ));
+    }
+    if disk.transport != Transport::Loop && disk.size.is_some_and(|s| s > LARGE_DISK) {
+        a.needs_force.push(format!(
+            "large: {} is bigger than any usual SD card (pass --force-non-removable if you are sure)",
+            human(disk.size.unwrap_or(0))
+        ));
+    }
+    a
+}
+
+/// Sizes in decimal units like disk vendors use (32.0 GB).
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+// ---- reading the facts from this machine ----
+
+fn read_trim(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn read_dev(dir: &Path) -> Option<(u32, u32)> {
+    let s = read_trim(&dir.join("dev"))?;
+    let (a, b) = s.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// The disk named `name` (as under /sys/block) with its members.
+pub fn read_disk(name: &str) -> Result<Disk> {
+    let dir = PathBuf::from("/sys/block").join(name);
+    let real = fs::canonicalize(&dir)
+        .with_context(|| format!("/dev/{name} is not a disk the kernel knows"))?;
+    let path = real.to_string_lossy().into_owned();
+    let size = read_trim(&dir.join("size"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| s * 512);
+    let mut members = Vec::new();
+    if let Ok(rd) = fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.join("partition").exists() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(dev) = read_dev(&p) {
+                    members.push(Member {
+                        name: n,
+                        dev,
+                        dm_name: None,
+                    });
+                }
+                holders(&p, &mut members);
+            }
+        }
+    }
+    holders(&dir, &mut members);
+    let model = ["vendor", "model"]
+        .iter()
+        .filter_map(|f| read_trim(&dir.join("device").join(f)))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Disk {
+        name: name.to_string(),
+        dev: read_dev(&dir).unwrap_or((0, 0)),
+        size,
+        read_only: read_trim(&dir.join("ro")).as_deref() == Some("1"),
+        removable: read_trim(&dir.join("removable")).as_deref() == Some("1"),
+        hotplug: hotplug(&real),
+        transport: Transport::from_sysfs_path(name, &path),
+        model,
+        loop_backing: read_trim(&dir.join("loop/backing_file")),
+        members,
+    })
+}
+
+/// Devices stacked on `dir` (its `holders/`), recursively.
+fn holders(dir: &Path, out: &mut Vec<Member>) {
+    let Ok(rd) = fs::read_dir(dir.join("holders")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if out.iter().any(|m| m.name == name) {
+            continue;
+        }
+        let hdir = PathBuf::from("/sys/class/block").join(&name);
+        if let Some(dev) = read_dev(&hdir) {
+            out.push(Member {
+                name: name.clone(),
+                dev,
+                dm_name: read_trim(&hdir.join("dm/name")),
+            });
+            holders(&hdir, out);
+        }
+    }
+}
+
+/// Like lsblk's HOTPLUG: some parent device reports itself removable.
+fn hotplug(real: &Path) -> bool {
+    let mut p = real.join("device");
+    let Ok(start) = fs::canonicalize(&p) else {
+        return false;
+    };
+    p = start;
+    while p.starts_with("/sys/devices") {
+        if read_trim(&p.join("removable")).as_deref() == Some("removable") {
+            return true;
+        }
+        if !p.pop() {
+            break;
+        }
+    }
+    false
+}
+
+/// The mounts and swaps of the running system.
+pub fn read_mounts() -> Result<(Vec<Mount>, Vec<String>)> {
+    let mi =
+        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let mut mounts = parse_mountinfo(&mi);
+    // Mount sources like /dev/disk/by-uuid/... or /dev/mapper/x: resolve to /dev/<kernel name>.
+    for m in &mut mounts {
+        if m.source.starts_with("/dev/") {
+            if let Ok(p) = fs::canonicalize(&m.source) {
+                m.source = p.to_string_lossy().into_owned();
+            }
+        }
+    }
+    let swaps = parse_swaps(&swaps)
+        .into_iter()
+        .map(|s| {
+            fs::canonicalize(&s)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or(s)
+        })
+        .collect();
+    Ok((mounts, swaps))
+}
+
+/// Every whole disk worth listing (not ram, zram, dm, md, optical or eMMC boot
+/// areas; loops only when attached).
+pub fn list_disks() -> Vec<Disk> {
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .into_iter()
+        .filter(|n| {
+            !["ram", "zram", "dm-", "md", "sr", "fd", "nbd"]
+                .iter()
+                .any(|p| n.starts_with(p))
+                // eMMC hardware partitions, not cards
+                && !(n.starts_with("mmcblk") && (n.contains("boot") || n.contains("rpmb")))
+        })
+        .filter_map(|n| read_disk(&n).ok())
+        .filter(|d| d.transport != Transport::Loop || d.loop_backing.is_some())
+        .collect()
+}
+
+/// The whole disk a user-given path names, or a clear refusal (missing,
+/// regular file, character device, partition).
+pub fn resolve_target(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).with_context(|| {
+        format!(
+            "{} does not exist: run `cargo xtask flash <image>` without a device to list the cards",
+            path.display()
+        )
+    })?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        bail!(
+            "{} is a regular file, not a block device: name the card's device, like /dev/sdb",
+            path.display()
+        );
+    }
+    if ft.is_char_device() {
+        bail!(
+            "{} is a character device, not a block device: name the card's device, like /dev/sdb",
+            path.display()
+        );
+    }
+    if !ft.is_block_device() {
+        bail!(
+            "{} is not a block device: name the card's device, like /dev/sdb",
+            path.display()
+        );
+    }
+    let rdev = meta.rdev();
+    let (maj, min) = (libc::major(rdev), libc::minor(rdev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    let real = fs::canonicalize(&sys)
+        .with_context(|| format!("the kernel knows no block device {maj}:{min}"))?;
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if real.join("partition").exists() {
+        let parent = real
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        bail!(
+            "{} is a partition ({name}) of /dev/{parent}: give the whole disk, /dev/{parent}",
+            path.display()
+        );
+    }
+    if !PathBuf::from("/sys/block").join(&name).exists() {
+        bail!(
+            "{} ({name}) is not a whole disk: give the card's whole disk, like /dev/sdb",
+            path.display()
+        );
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(name: &str, path: &str, size: u64) -> Disk {
+        Disk {
+            name: name.into(),
+            dev: (8, 16),
+            size: Some(size),
+            read_only: false,
+            removable: false,
+            hotplug: false,
+            transport: Transport::from_sysfs_path(name, path),
+            model: String::new(),
+            loop_backing: None,
+            members: vec![],
+        }
+    }
+
+    fn part(name: &str, dev: (u32, u32)) -> Member {
+        Member {
+            name: name.into(),
+            dev,
+            dm_name: None,
+        }
+    }
+
+    const GB: u64 = 1_000_000_000;
+    const IMAGE: Option<u64> = Some(3 * GB);
+
+    // Captured on real machines (sysfs paths and mountinfo lines).
+    const MOUNTINFO: &str = "\
+22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+23 22 259:1 / /boot/efi rw,relatime shared:2 - vfat /dev/nvme0n1p1 rw,fmask=0077
+24 22 0:5 / /dev rw,nosuid shared:3 - devtmpfs udev rw
+40 22 8:17 / /media/alice/FIRMWARE rw,nosuid,nodev,relatime shared:20 - vfat /dev/sdb1 rw
+41 22 8:18 / /media/alice/NIXOS\\040SD rw,nosuid,nodev,relatime shared:21 - ext4 /dev/sdb2 rw
+42 22 8:33 / /mnt/backup rw,relatime shared:22 - ext4 /dev/sdc1 rw
+43 22 253:0 / /home rw,relatime shared:23 - ext4 /dev/mapper/vg0-home rw
+";
+    const SWAPS: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/dm-1                               partition\t8388604\t\t0\t\t-2\n";
+
+    #[test]
+    fn parses_mountinfo_and_swaps() {
+        let m = parse_mountinfo(MOUNTINFO);
+        assert_eq!(m.len(), 7);
+        assert_eq!(
+            m[0],
+            Mount {
+                dev: (259, 2),
+                source: "/dev/nvme0n1p2".into(),
+                target: "/".into(),
+                fstype: "ext4".into()
+            }
+        );
+        assert_eq!(m[4].target, "/media/alice/NIXOS SD");
+        assert_eq!(parse_swaps(SWAPS), vec!["/dev/dm-1".to_string()]);
+    }
+
+    #[test]
+    fn usb_stick_reporting_removable_0_is_accepted() {
+        let d = disk(
+            "sdb",
+            "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
+            32 * GB,
+        );
+        assert_eq!(d.transport, Transport::Usb);
+        let a = assess(&d, &[], &[], IMAGE);
+        assert_eq!(a.decide(false), Ok(()));
+    }
+
+    #[test]
+    fn sd_reader_mmcblk_is_accepted() {
+        let d = disk(
+            "mmcblk0",
+            "/sys/devices/pci0000:00/0000:00:1c.0/0000:02:00.0/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0",
+            16 * GB,
+        );
+        assert_eq!(d.transport, Transport::Mmc);
+        assert_eq!(assess(&d, &[], &[], IMAGE).decide(false), Ok(()));
+    }
+
+    #[test]
+    fn nvme_system_disk_is_refused_even_with_force() {
+        let mut d = disk(
+            "nvme0n1",
+            "/sys/devices/pci0000:00/0000:00:1d.0/0000:03:00.0/nvme/nvme0/nvme0n1",
+            512 * GB,
+        );
+        d.dev = (259, 0);
+        d.members = vec![part("nvme0n1p1", (259, 1)), part("nvme0n1p2", (259, 2))];
+        assert_eq!(d.transport, Transport::Nvme);
+        let a = assess(&d, &parse_mountinfo(MOUNTINFO), &[], IMAGE);
+        assert!(a.system);
+        let why = a.decide(true).unwrap_err();
+        assert!(
+            why.iter().any(|w| w.contains("mounted at /boot/efi")),
+            "{why:?}"
+        );
+        assert!(why.iter().any(|w| w.contains("mounted at / ")), "{why:?}");
+        // Without the flag it is also not removable and large.
+        assert_eq!(a.decide(false).unwrap_err().len(), 4);
+    }
+
+    #[test]
+    fn virtio_disk_needs_force() {
+        let d = disk(
+            "vdb",
+            "/sys/devices/pci0000:00/0000:00:05.0/virtio2/block/vdb",
+            20 * GB,
+        );
+        assert_eq!(d.transport, Transport::Virtio);
+        let a = assess(&d, &[], &[], IMAGE);
+        let why = a.decide(false).unwrap_err();
+        assert!(why[0].contains("--force-non-removable"), "{why:?}");
+        assert_eq!(a.decide(true), Ok(()));
+    }
+
+    #[test]
+    fn loop_device_is_accepted_and_size_checked() {
+        let mut d = disk("loop3", "/sys/devices/virtual/block/loop3", 4 * GB);
+        d.loop_backing = Some("/tmp/card.img".into());
+        assert_eq!(d.transport, Transport::Loop);
+        assert_eq!(assess(&d, &[], &[], IMAGE).decide(false), Ok(()));
+        let why = assess(&d, &[], &[], Some(5 * GB)).decide(true).unwrap_err();
+        assert!(why[0].starts_with("too small"), "{why:?}");
+        d.size = Some(0);
+        assert!(
+            assess(&d, &[], &[], IMAGE).decide(true).unwrap_err()[0].starts_with("size unknown")
+        );
+    }
+
+    #[test]
+    fn automounted_card_is_unmounted_other_mounts_refuse() {
+        let mut d = disk(
+            "sdb",
+            "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
+            32 * GB,
+        );
+        d.members = vec![part("sdb1", (8, 17)), part("sdb2", (8, 18))];
+        let a = assess(&d, &parse_mountinfo(MOUNTINFO), &[], IMAGE);
+        assert_eq!(a.decide(false), Ok(()));
+        assert_eq!(
+            a.unmount,
+            vec![
+                ("/dev/sdb1".to_string(), "/media/alice/FIRMWARE".to_string()),
+                ("/dev/sdb2".to_string(), "/media/alice/NIXOS SD".to_string()),
+            ]
+        );
+
+        let mut c = disk(
+            "sdc",
+            "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-2/2-2:1.0/host7/target7:0:0/7:0:0:0/block/sdc",
+            32 * GB,
+        );
+        c.dev = (8, 32);
+        c.members = vec![part("sdc1", (8, 33))];
+        let a = assess(&c, &parse_mountinfo(MOUNTINFO), &[], IMAGE);
+        assert!(!a.system);
+        let why = a.decide(true).unwrap_err();
+        assert_eq!(
+            why,
+            vec![
+                "/dev/sdc1 is mounted at /mnt/backup: unmount it first (umount /mnt/backup)"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn disk_under_lvm_is_a_system_disk() {
+        // sda2 is an LVM physical volume; vg0-home (dm-0) is /home and dm-1 is swap.
+        let mut d = disk(
+            "sda",
+            "/sys/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+            1000 * GB,
+        );
+        d.dev = (8, 0);
+        d.removable = true; // even a removable-looking disk
+        d.members = vec![
+            part("sda1", (8, 1)),
+            part("sda2", (8, 2)),
+            Member {
+                name: "dm-0".into(),
+                dev: (253, 0),
+                dm_name: Some("vg0-home".into()),
+            },
+            Member {
+                name: "dm-1".into(),
+                dev: (253, 1),
+                dm_name: Some("vg0-swap".into()),
+            },
+        ];
+        let mut mounts = parse_mountinfo(MOUNTINFO);
+        mounts.retain(|m| m.target == "/home");
+        mounts[0].dev = (0, 0); // matched by name as well
+        let a = assess(&d, &mounts, &parse_swaps(SWAPS), IMAGE);
+        assert!(a.system);
+        let why = a.decide(true).unwrap_err();
+        assert!(
+            why.iter()
+                .any(|w| w.contains("/dev/dm-0 is mounted at /home")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter().any(|w| w.contains("/dev/dm-1 is active swap")),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn read_only_and_large_disks() {
+        let mut d = disk(
+            "sdb",
+            "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
+            256 * GB,
+        );
+        let why = assess(&d, &[], &[], IMAGE).decide(false).unwrap_err();
+        assert!(why[0].starts_with("large"), "{why:?}");
+        assert_eq!(assess(&d, &[], &[], IMAGE).decide(true), Ok(()));
+        d.read_only = true;
+        assert!(assess(&d, &[], &[], IMAGE).decide(true).unwrap_err()[0].starts_with("read-only"));
+    }
+
+    #[test]
+    fn system_mount_points() {
+        assert!(is_system_mount("/"));
+        assert!(is_system_mount("/boot/efi"));
+        assert!(is_system_mount("/var/lib/docker"));
+        assert!(!is_system_mount("/mnt/x"));
+        assert!(!is_system_mount("/nixos"));
+        assert!(is_automount("/run/media/bob/NIXOS_SD"));
+    }
+}

@@ -1,0 +1,378 @@
+//! Streaming an image onto a device (decompression on its own thread, large
+//! aligned `O_DIRECT` writes, the first MiB last) and reading it back.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::image::{self, Image};
+use super::progress::Progress;
+use super::sys::{self, AlignedBuf};
+
+/// Bytes per write and per read-back.
+pub const CHUNK: usize = 4 << 20;
+/// Buffers in flight between the decoder and the writer.
+const BUFFERS: usize = 4;
+/// Written last, so an interrupted write leaves no partition table.
+pub const HEAD: usize = 1 << 20;
+
+/// The device being written, opened once.
+pub struct Target {
+    pub file: File,
+    pub path: String,
+    pub size: u64,
+    pub direct: bool,
+    pub block: usize,
+}
+
+pub struct Written {
+    pub bytes: u64,
+    /// xxh3 of each CHUNK written, compared on read-back.
+    pub hashes: Vec<u64>,
+    pub time: Duration,
+}
+
+type Chunk = io::Result<(AlignedBuf, usize)>;
+
+/// Decompresses on its own thread into recycled aligned buffers. A chunk
+/// shorter than CHUNK is the last one.
+fn spawn_decoder(mut src: Box<dyn Read + Send>) -> (Receiver<Chunk>, SyncSender<AlignedBuf>) {
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx
+            .send(AlignedBuf::new(CHUNK))
+            .expect("room for every buffer");
+    }
+    let (tx, rx) = sync_channel::<Chunk>(BUFFERS);
+    thread::spawn(move || {
+        while let Ok(mut buf) = free_rx.recv() {
+            if sys::interrupted() {
+                return;
+            }
+            let mut n = 0;
+            while n < CHUNK {
+                match src.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let last = n < CHUNK;
+            if tx.send(Ok((buf, n))).is_err() || last {
+                return;
+            }
+        }
+    });
+    (rx, free_tx)
+}
+
+fn set_direct(f: &File, on: bool) {
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        let fl = if on {
+            fl | libc::O_DIRECT
+        } else {
+            fl & !libc::O_DIRECT
+        };
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl);
+    }
+}
+
+impl Target {
+    /// Writes `data` at `off`; a tail that is not a whole block goes through
+    /// the page cache (flushed by the final fsync).
+    fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
+        let whole = if self.direct {
+            data.len() / self.block * self.block
+        } else {
+            data.len()
+        };
+        self.file.write_all_at(&data[..whole], off)?;
+        if whole < data.len() {
+            set_direct(&self.file, false);
+            let r = self.file.write_all_at(&data[whole..], off + whole as u64);
+            set_direct(&self.file, true);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let whole = if self.direct {
+            buf.len() / self.block * self.block
+        } else {
+            buf.len()
+        };
+        self.file.read_exact_at(&mut buf[..whole], off)?;
+        if whole < buf.len() {
+            set_direct(&self.file, false);
+            let r = self
+                .file
+                .read_exact_at(&mut buf[whole..], off + whole as u64);
+            set_direct(&self.file, true);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn incomplete(&self) -> String {
+        format!(
+            "{} is incomplete and will not boot (its first MiB is blank): flash it again",
+            self.path
+        )
+    }
+}
+
+fn interrupted_error(t: &Target) -> anyhow::Error {
+    anyhow!("interrupted: {}", t.incomplete())
+}
+
+/// Streams the image onto the device. Nothing is reported as done unless
+/// every byte decoded cleanly, was written, and reached the device.
+pub fn write(t: &Target, img: &Image) -> Result<Written> {
+    let (src, child) = image::reader(img)?;
+    let (rx, free) = spawn_decoder(src);
+    let start = Instant::now();
+    let mut progress = Progress::new("write", img.size);
+    // Blank the old partition table first: until the very end the card boots nothing.
+    let blank = AlignedBuf::new(HEAD);
+    let blank_len = (HEAD as u64).min(t.size) as usize;
+    t.write_at(&blank[..blank_len], 0)
+        .map_err(|e| anyhow!("cannot write to {}: {e}", t.path))?;
+    let mut head = AlignedBuf::new(HEAD);
+    let mut head_len = 0;
+    let mut off: u64 = 0;
+    let mut hashes = Vec::new();
+    loop {
+        if sys::interrupted() {
+            return Err(interrupted_error(t));
+        }
+        let (buf, n) = match rx.recv() {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => bail!(
+                "the image is corrupt or truncated after {} bytes of data ({e}): {}; rebuild or download the image again",
+                off,
+                t.incomplete()
+            ),
+            Err(_) if sys::interrupted() => return Err(interrupted_error(t)),
+            Err(_) => bail!("the decompressor stopped unexpectedly: {}", t.incomplete()),
+        };
+        if sys::interrupted() {
+            return Err(interrupted_error(t));
+        }
+        if off + n as u64 > t.size {
+            bail!(
+                "the image is larger than {} ({} bytes): stopped before its end; {}",
+                t.path,
+                t.size,
+                t.incomplete()
+            );
+        }
+        if n > 0 {
+            hashes.push(xxh3_64(&buf[..n]));
+        }
+        let mut from = 0;
+        if off < HEAD as u64 {
+            let h = (HEAD - off as usize).min(n);
+            head[off as usize..off as usize + h].copy_from_slice(&buf[..h]);
+            head_len = off as usize + h;
+            from = h;
+        }
+        if from < n {
+            t.write_at(&buf[from..n], off + from as u64).map_err(|e| {
+                anyhow!(
+                    "writing {} failed at byte {} ({e}): was the card removed? {}",
+                    t.path,
+                    off + from as u64,
+                    t.incomplete()
+                )
+            })?;
+        }
+        off += n as u64;
+        progress.update(off);
+        let last = n < CHUNK;
+        let _ = free.send(buf);
+        if last {
+            break;
+        }
+    }
+    // Ctrl-C also stops an external decompressor: report the interruption, not its failure.
+    if sys::interrupted() {
+        return Err(interrupted_error(t));
+    }
+    if let Some(mut c) = child {
+        let status = c.wait()?;
+        if !status.success() {
+            bail!(
+                "the decompressor failed ({status}): the image is corrupt; {}",
+                t.incomplete()
+            );
+        }
+    }
+    if off == 0 {
+        bail!("the image is empty: nothing to write");
+    }
+    t.write_at(&head[..head_len], 0).map_err(|e| {
+        anyhow!(
+            "writing the first MiB of {} failed ({e}): {}",
+            t.path,
+            t.incomplete()
+        )
+    })?;
+    sys::flush(&t.file)
+        .map_err(|e| anyhow!("flushing {} failed ({e}): {}", t.path, t.incomplete()))?;
+    progress.finish(off);
+    Ok(Written {
+        bytes: off,
+        hashes,
+        time: start.elapsed(),
+    })
+}
+
+/// Reads the written bytes back (bypassing the page cache) and compares them
+/// with the hashes taken while writing. Reading runs on its own thread so the
+/// device is kept busy while chunks are hashed.
+pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> {
+    sys::drop_cache(&t.file);
+    let mut progress = Progress::new("verify", Some(w.bytes));
+    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx
+            .send(AlignedBuf::new(CHUNK))
+            .expect("room for every buffer");
+    }
+    let (tx, rx) = sync_channel::<io::Result<(AlignedBuf, u64, usize)>>(BUFFERS);
+    let chunks = w.hashes.len();
+    let bytes = w.bytes;
+    let shown = &mut progress;
+    // The channels move into the closure, so an early return unblocks the reader.
+    let bad = thread::scope(move |s| -> Result<Option<(u64, usize)>> {
+        s.spawn(move || {
+            for i in 0..chunks {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                if sys::interrupted() {
+                    return;
+                }
+                let off = (i * CHUNK) as u64;
+                let len = (bytes - off).min(CHUNK as u64) as usize;
+                let r = t.read_at(&mut buf[..len], off).map(|_| (buf, off, len));
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for h in &w.hashes {
+            let Ok(msg) = rx.recv() else {
+                bail!(
+                    "interrupted during verification: {} was written but not verified",
+                    t.path
+                );
+            };
+            let (buf, off, len) = msg.map_err(|e| {
+                anyhow!(
+                    "reading {} back failed ({e}): was the card removed?",
+                    t.path
+                )
+            })?;
+            if xxh3_64(&buf[..len]) != *h {
+                return Ok(Some((off, len)));
+            }
+            shown.update(off + len as u64);
+            let _ = free_tx.send(buf);
+        }
+        Ok(None)
+    })?;
+    if let Some((off, len)) = bad {
+        let at = first_difference(t, img, off, len)?;
+        bail!(mismatch(t, at));
+    }
+    Ok(progress.finish(w.bytes))
+}
+
+fn mismatch(t: &Target, at: u64) -> String {
+    format!(
+        "VERIFICATION FAILED: {} differs from the image at byte {at} (0x{at:x}): the card is failing or fake, or something else wrote to it; use another card",
+        t.path
+    )
+}
+
+/// The first offset in `[off, off+len)` where the device differs from the image.
+fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64> {
+    let (src, _child) = image::reader(img)?;
+    let mut src = src;
+    io::copy(&mut (&mut src).take(off), &mut io::sink())?;
+    let mut want = vec![0u8; len];
+    src.read_exact(&mut want)?;
+    let mut got = AlignedBuf::new(CHUNK);
+    t.read_at(&mut got[..len], off)?;
+    Ok(off
+        + want
+            .iter()
+            .zip(got.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0) as u64)
+}
+
+/// Compares a device with an image, byte for byte (`--verify-only`).
+pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> {
+    let (src, _child) = image::reader(img)?;
+    let (rx, free) = spawn_decoder(src);
+    sys::drop_cache(&t.file);
+    let mut progress = Progress::new("verify", img.size);
+    let mut got = AlignedBuf::new(CHUNK);
+    let mut off: u64 = 0;
+    loop {
+        if sys::interrupted() {
+            bail!("interrupted: {} was not fully verified", t.path);
+        }
+        let (buf, n) = match rx.recv() {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => bail!(
+                "the image is corrupt or truncated after {off} bytes of data ({e}): rebuild or download it again"
+            ),
+            Err(_) => bail!("interrupted: {} was not fully verified", t.path),
+        };
+        if off + n as u64 > t.size {
+            bail!(
+                "{} ({} bytes) is smaller than the image: it cannot hold it",
+                t.path,
+                t.size
+            );
+        }
+        t.read_at(&mut got[..n], off).map_err(|e| {
+            anyhow!(
+                "reading {} failed at byte {off} ({e}): was the card removed?",
+                t.path
+            )
+        })?;
+        if buf[..n] != got[..n] {
+            let at = off
+                + buf[..n]
+                    .iter()
+                    .zip(got[..n].iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+            bail!(mismatch(t, at));
+        }
+        off += n as u64;
+        progress.update(off);
+        let last = n < CHUNK;
+        let _ = free.send(buf);
+        if last {
+            break;
+        }
+    }
+    Ok((off, progress.finish(off)))
+}

@@ -1,0 +1,127 @@
+//! What `cargo xtask sd` records next to an image (`out/<host>/<host>.img.json`):
+//! which commit it was built from, its checksum and size. `list` and
+//! `status` read it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::inventory;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub host: String,
+    /// The Git commit the image was built from (`None` outside Git).
+    pub commit: Option<String>,
+    /// Whether tracked files had uncommitted changes (`None` outside Git).
+    pub dirty: Option<bool>,
+    /// sha256 of the `.img.zst` file.
+    pub sha256: String,
+    /// Size of the `.img.zst` file, in bytes.
+    pub size: u64,
+    /// sha256 and size of the raw image (what ends up on the card).
+    pub raw_sha256: String,
+    pub raw_size: u64,
+    /// When it was built, RFC 3339 UTC.
+    pub built: String,
+    /// The Nix store path of the built image.
+    pub store_path: String,
+    /// The SSID whose password was written into the image, if any.
+    pub wifi: Option<String>,
+}
+
+impl ImageInfo {
+    /// `abc1234`, `abc1234+dirty`, or `no git`.
+    pub fn short_commit(&self) -> String {
+        match &self.commit {
+            Some(c) => {
+                let short = &c[..c.len().min(7)];
+                if self.dirty == Some(true) {
+                    format!("{short}+dirty")
+                } else {
+                    short.to_string()
+                }
+            }
+            None => "no git".to_string(),
+        }
+    }
+}
+
+/// The record of the image built for `host` at its usual place, if any.
+pub fn read(root: &Path, host: &str) -> Option<ImageInfo> {
+    let path = inventory::image_info_path(root, host);
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the record atomically (temp file, then rename).
+pub fn write(path: &Path, info: &ImageInfo) -> Result<()> {
+    let tmp = path.with_extension("json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(info)? + "\n")
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Now, as RFC 3339 UTC (`2026-11-25T08:30:00Z`).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_597_200), "2026-11-25T09:00:00Z");
+    }
+
+    #[test]
+    fn short_commit() {
+        let mut info = ImageInfo {
+            host: "a".into(),
+            commit: Some("0123456789abcdef".into()),
+            dirty: Some(true),
+            sha256: String::new(),
+            size: 0,
+            raw_sha256: String::new(),
+            raw_size: 0,
+            built: String::new(),
+            store_path: String::new(),
+            wifi: None,
+        };
+        assert_eq!(info.short_commit(), "0123456+dirty");
+        info.dirty = Some(false);
+        assert_eq!(info.short_commit(), "0123456");
+        info.commit = None;
+        assert_eq!(info.short_commit(), "no git");
+    }
+}

@@ -1,0 +1,421 @@
+//! `list`, `check`, `add-key`, `new-host`, `completions` on fixture fleets.
+
+mod common;
+
+use std::fs;
+
+use common::{TEST_KEY, fixture_fleet, need_program, prerequisite, xtask};
+use predicates::prelude::*;
+
+fn nix_ready() -> bool {
+    prerequisite(
+        need_program("nix", "nix-bin").or_else(|| need_program("nix-instantiate", "nix-bin")),
+    )
+}
+
+#[test]
+fn no_arguments_lists_the_commands() {
+    let out = assert_cmd::Command::cargo_bin("xtask")
+        .unwrap()
+        .assert()
+        .failure();
+    let text = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(text.contains("Usage: cargo xtask"), "{text}");
+    for c in ["list", "check", "add-key", "new-host", "completions"] {
+        assert!(text.contains(c), "`{c}` missing from:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_command_is_refused() {
+    assert_cmd::Command::cargo_bin("xtask")
+        .unwrap()
+        .arg("frobnicate")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "unrecognized subcommand 'frobnicate'",
+        ));
+}
+
+#[test]
+fn list_shows_the_fleet() {
+    let fleet = fixture_fleet();
+    xtask(fleet.path())
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rpi-box-01").and(predicate::str::contains("pi4")))
+        .stdout(
+            predicate::str::contains("rpi-box-03").and(predicate::str::contains("192.168.1.43")),
+        );
+}
+
+#[test]
+fn list_json_is_machine_readable() {
+    let fleet = fixture_fleet();
+    let out = xtask(fleet.path())
+        .args(["list", "--json"])
+        .assert()
+        .success();
+    let hosts: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let names: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rpi-box-01", "rpi-box-03", "rpi-zero-01"]);
+    assert_eq!(hosts[0]["port"], 22);
+    assert_eq!(hosts[0]["user"], "root");
+    assert_eq!(hosts[2]["model"], "zero2w");
+}
+
+#[test]
+fn check_passes_on_a_good_fleet_and_nix_agrees() {
+    if !nix_ready() {
+        return;
+    }
+    let fleet = fixture_fleet();
+    let out = xtask(fleet.path()).arg("check").assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    // The real nix commands ran (echoed before they ran).
+    assert!(stderr.contains("$ nix-instantiate --parse"), "{stderr}");
+    assert!(stderr.contains("eval --json"), "{stderr}");
+    out.stdout(predicate::str::contains("✓ 3 host(s), no problems"));
+}
+
+/// A fleet with one of every mistake: `check` must report each, with its line.
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    if !nix_ready() {
+        return;
+    }
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    fs::write(
+        root.join("hosts/fleet.toml"),
+        r#"[[host]]
+name = "rpi-box-01"
+model = "pi4"
+address = "10.0.0.1"
+colour = "red"
+
+[[host]]
+name = "rpi-box-03"
+model = "pi5"
+address = "10.0.0.3"
+
+[[host]]
+name = "Bad_Name"
+model = "pi3"
+address = "10.0.0.4"
+
+[[host]]
+name = "rpi-box-01"
+model = "pi3"
+address = "10.0.0.1"
+
+[[host]]
+name = "no-folder"
+model = "pi4"
+address = "10.0.0.9"
+"#,
+    )
+    .unwrap();
+    fs::write(
+        root.join("hosts/rpi-box-01/default.nix"),
+        "{ ... }: {\n  broken = ;\n}\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("keys/authorized_keys"),
+        "ssh-ed25519 AAAA...your-public-key\n-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let mut lock = fs::read_to_string(root.join("flake.lock")).unwrap();
+    lock = lock.replace("\"narHash\"", "\"narHashGone\"");
+    fs::write(root.join("flake.lock"), lock).unwrap();
+
+    let out = xtask(root).args(["check", "--json"]).assert().failure();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let problems: Vec<String> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}: {}",
+                p["file"].as_str().unwrap(),
+                p["line"],
+                p["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let expect = [
+        "hosts/fleet.toml:5: unknown key `colour`",
+        "hosts/fleet.toml:9: host `rpi-box-03`: unknown model `pi5`",
+        "hosts/fleet.toml:13: `Bad_Name` is not a valid host name",
+        "hosts/fleet.toml:17: host name `rpi-box-01` is used twice",
+        "hosts/fleet.toml:17: address 10.0.0.1:22 of `rpi-box-01` is already used",
+        "hosts/fleet.toml:22: host `no-folder` has no hosts/no-folder/default.nix",
+        "hosts/rpi-zero-01:0: folder hosts/rpi-zero-01 has no [[host]] entry",
+        "flake.nix:0: `nix eval .#inventory` failed",
+        "keys/authorized_keys:1: not a usable SSH public key",
+        "keys/authorized_keys:2: not a usable SSH public key: this is a private key",
+        "hosts/fleet.toml:1: host `rpi-box-01`: the image would be unreachable",
+        "flake.lock:3: input `nixpkgs` has no narHash",
+        "hosts/rpi-box-01/default.nix:2: does not parse",
+    ];
+    // A host with another problem still owns its folder.
+    assert!(
+        !problems
+            .iter()
+            .any(|p| p.contains("folder hosts/rpi-box-03")),
+        "{}",
+        problems.join("\n")
+    );
+    for e in expect {
+        assert!(
+            problems.iter().any(|p| p.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            problems.join("\n")
+        );
+    }
+    // The human form carries the fix and the same lines.
+    let out = xtask(root).arg("check").assert().failure();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(text.contains("fix: run `cargo xtask add-key`"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("error: ") && stderr.contains("problem(s) in the fleet definition"),
+        "{stderr}"
+    );
+}
+
+/// When flake.nix stops reading the inventory, the comparison with the
+/// xtask's view catches it: the proof of one source of truth.
+#[test]
+fn check_catches_a_flake_that_disagrees_with_the_inventory() {
+    if !nix_ready() {
+        return;
+    }
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let lib = fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
+    fs::write(
+        root.join("lib/inventory.nix"),
+        lib.replace("port = h.port or 22;", "port = 2222;"),
+    )
+    .unwrap();
+    xtask(root)
+        .arg("check")
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(
+            "inventory.hosts.rpi-box-01.port: xtask has 22, nix has 2222",
+        ));
+}
+
+#[test]
+fn add_key_adds_once() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    fs::write(root.join("keys/authorized_keys"), "# admins\n").unwrap();
+    let key = root.join("me.pub");
+    fs::write(&key, format!("{TEST_KEY}\n")).unwrap();
+
+    xtask(root)
+        .arg("add-key")
+        .arg(&key)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("added ssh-ed25519"));
+    xtask(root)
+        .arg("add-key")
+        .arg(&key)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("already an admin key"));
+    let text = fs::read_to_string(root.join("keys/authorized_keys")).unwrap();
+    assert_eq!(text, format!("# admins\n{TEST_KEY}\n"));
+}
+
+#[test]
+fn add_key_uses_home_ssh_by_default() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    fs::write(root.join("keys/authorized_keys"), "").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    fs::create_dir(home.path().join(".ssh")).unwrap();
+    fs::write(home.path().join(".ssh/id_ed25519.pub"), TEST_KEY).unwrap();
+    xtask(root)
+        .arg("add-key")
+        .env("HOME", home.path())
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(root.join("keys/authorized_keys")).unwrap(),
+        format!("{TEST_KEY}\n")
+    );
+}
+
+#[test]
+fn add_key_refuses_private_keys_and_garbage() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let before = fs::read_to_string(root.join("keys/authorized_keys")).unwrap();
+    let private = root.join("id_ed25519");
+    fs::write(&private, "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
+    xtask(root)
+        .arg("add-key")
+        .arg(&private)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("it is a private key"));
+    let garbage = root.join("x.pub");
+    fs::write(&garbage, "ssh-ed25519 AAAA-not-base64 me\n").unwrap();
+    xtask(root)
+        .arg("add-key")
+        .arg(&garbage)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not base64"));
+    assert_eq!(
+        fs::read_to_string(root.join("keys/authorized_keys")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn new_host_adds_entry_and_folder() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-box-07",
+            "--model",
+            "pi4",
+            "--address",
+            "10.1.2.3",
+            "--tag",
+            "lab",
+            "--port",
+            "2200",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("cargo xtask sd rpi-box-07"));
+    assert!(root.join("hosts/rpi-box-07/default.nix").is_file());
+    let out = xtask(root).args(["list", "--json"]).assert().success();
+    let hosts: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let new = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "rpi-box-07")
+        .unwrap();
+    assert_eq!(new["address"], "10.1.2.3");
+    assert_eq!(new["port"], 2200);
+    assert_eq!(new["tags"], serde_json::json!(["lab"]));
+    if nix_ready() {
+        xtask(root).arg("check").assert().success();
+    }
+}
+
+#[test]
+fn new_host_refuses_used_name_and_address() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let before = fs::read_to_string(root.join("hosts/fleet.toml")).unwrap();
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-box-01",
+            "--model",
+            "pi4",
+            "--address",
+            "10.9.9.9",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("`rpi-box-01` is used twice"));
+    xtask(root)
+        .args([
+            "new-host",
+            "fresh",
+            "--model",
+            "pi4",
+            "--address",
+            "192.168.1.41",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already used by `rpi-box-01`"));
+    xtask(root)
+        .args([
+            "new-host",
+            "zero",
+            "--model",
+            "zero2w",
+            "--address",
+            "10.9.9.8",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no Ethernet"));
+    assert_eq!(
+        fs::read_to_string(root.join("hosts/fleet.toml")).unwrap(),
+        before
+    );
+    assert!(!root.join("hosts/fresh").exists());
+}
+
+#[test]
+fn new_host_dry_run_changes_nothing() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let before = fs::read_to_string(root.join("hosts/fleet.toml")).unwrap();
+    xtask(root)
+        .args([
+            "new-host",
+            "spare",
+            "--model",
+            "pi3",
+            "--address",
+            "10.0.0.77",
+            "--dry-run",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("would append")
+                .and(predicate::str::contains("name = \"spare\"")),
+        );
+    assert_eq!(
+        fs::read_to_string(root.join("hosts/fleet.toml")).unwrap(),
+        before
+    );
+    assert!(!root.join("hosts/spare").exists());
+}
+
+#[test]
+fn completions_for_bash() {
+    assert_cmd::Command::cargo_bin("xtask")
+        .unwrap()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("new-host"));
+}
+
+#[test]
+fn wrong_flake_dir_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    xtask(dir.path()).arg("list").assert().failure().stderr(
+        predicate::str::starts_with("error: cannot read")
+            .and(predicate::str::contains("pass --flake <dir>")),
+    );
+}

@@ -1,0 +1,649 @@
+//! `cargo xtask sd`: real Nix builds of the fixture flake's NixOS-shaped
+//! images, the Wi-Fi secrets read back from the image without mounting, and
+//! every preflight refusal.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::binfmt_ns::{self, BinfmtNs};
+use common::sd_fixture::{NIX_CONFIG, git, sd_fleet};
+use common::{need_program, prerequisite, xtask};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn ready() -> bool {
+    prerequisite(
+        [
+            ("nix", "nix-bin"),
+            ("git", "git"),
+            ("zstd", "zstd"),
+            ("sfdisk", "fdisk"),
+            ("mkfs.vfat", "dosfstools"),
+            ("mcopy", "mtools"),
+            ("debugfs", "e2fsprogs"),
+        ]
+        .iter()
+        .find_map(|(p, pkg)| need_program(p, pkg))
+        .or_else(binfmt_ns::missing),
+    )
+}
+
+/// The private namespace's nix.conf: aarch64 builds accepted, and what the
+/// fixture needs (no binary cache, no sandbox).
+fn ns_nix_conf() -> String {
+    format!("{NIX_CONFIG}\nextra-platforms = aarch64-linux i686-linux\n")
+}
+
+/// `cargo xtask --flake ROOT sd ARGS` in the binfmt harness's private
+/// namespace, where this machine can build aarch64 (qemu-aarch64 registered
+/// with the F flag, Nix told about aarch64-linux) without touching its own
+/// binfmt registrations or /etc. Stdin is not a terminal.
+fn sd(root: &Path, args: &[&str]) -> std::process::Output {
+    sd_in(
+        BinfmtNs::new()
+            .register_qemu("POF")
+            .nix_conf(&ns_nix_conf()),
+        root,
+        args,
+    )
+}
+
+fn sd_in(ns: BinfmtNs, root: &Path, args: &[&str]) -> std::process::Output {
+    let bin = assert_cmd::cargo::cargo_bin("xtask");
+    let mut all = vec!["--flake", root.to_str().unwrap(), "sd"];
+    all.extend_from_slice(args);
+    ns.run(bin, &all)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Runs a program and returns its stdout, failing the test on error.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn builds_to_the_stable_path_with_sum_and_record() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let out = sd(root, &["rpi-box-01"]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Nix ran, echoed, with its own output on the terminal.
+    assert!(
+        stderr.contains("$ nix build --extra-experimental-features \"nix-command flakes\""),
+        "{stderr}"
+    );
+
+    let img = root.join("out/rpi-box-01/rpi-box-01.img.zst");
+    let sum = sha256(&img);
+    assert!(stdout.contains(&format!("sha256  {sum}")), "{stdout}");
+    assert!(
+        stdout.contains("out/rpi-box-01/rpi-box-01.img.zst"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("next: cargo xtask flash rpi-box-01 /dev/sdX"),
+        "{stdout}"
+    );
+    assert_eq!(mode(&img), 0o600);
+    // Nothing half-written or left over next to it.
+    let names: Vec<String> = std::fs::read_dir(root.join("out/rpi-box-01"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["rpi-box-01.img.json", "rpi-box-01.img.zst"],
+        "{names:?}"
+    );
+
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("out/rpi-box-01/rpi-box-01.img.json")).unwrap(),
+    )
+    .unwrap();
+    let head = git(root, &["rev-parse", "HEAD"]);
+    assert_eq!(record["commit"], head.as_str());
+    assert_eq!(record["dirty"], false);
+    assert_eq!(record["sha256"], sum.as_str());
+    assert_eq!(record["size"], std::fs::metadata(&img).unwrap().len());
+    assert_eq!(record["wifi"], serde_json::Value::Null);
+    // The raw sum is that of the decompressed image.
+    let raw = run(
+        "sh",
+        &["-c", &format!("zstd -dc {} | sha256sum", img.display())],
+    );
+    assert_eq!(record["raw_sha256"], raw.split_whitespace().next().unwrap());
+
+    // `list` shows which commit the image is from.
+    let list = xtask(root).arg("list").output().unwrap();
+    let list = text(&list.stdout);
+    let line = list.lines().find(|l| l.starts_with("rpi-box-01")).unwrap();
+    assert!(
+        line.ends_with(&format!(
+            "{} {}",
+            &head[..7],
+            &record["built"].as_str().unwrap()[..10]
+        )),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .find(|l| l.starts_with("rpi-box-03"))
+            .unwrap()
+            .ends_with(" -"),
+        "{list}"
+    );
+
+    // Again, with an uncommitted change: same path, the new image replaces the old one.
+    std::fs::write(
+        root.join("hosts/rpi-box-01/default.nix"),
+        "{ ... }:\n{\n  # changed\n}\n",
+    )
+    .unwrap();
+    let again = sd(root, &["rpi-box-01"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("note: uncommitted changes are built in"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(text(&again.stderr).contains("hosts/rpi-box-01/default.nix"));
+    assert_eq!(
+        sha256(&img),
+        sum,
+        "the fixture image does not depend on default.nix"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("out/rpi-box-01/rpi-box-01.img.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["dirty"], true);
+    let list = text(&xtask(root).arg("list").output().unwrap().stdout);
+    assert!(list.contains(&format!("{}+dirty", &head[..7])), "{list}");
+}
+
+#[test]
+fn decompress_writes_the_raw_nixos_shaped_image() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let cards = tempfile::tempdir().unwrap();
+    let dir = cards.path();
+    let out = sd(
+        root,
+        &["rpi-box-03", "--decompress", "--out", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!root.join("out").exists(), "--out DIR puts nothing in out/");
+    let raw = dir.join("rpi-box-03.img");
+    let zst = dir.join("rpi-box-03.img.zst");
+    assert_eq!(mode(&raw), 0o600);
+    assert_eq!(mode(&zst), 0o600);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rpi-box-03.img.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["raw_sha256"], sha256(&raw).as_str());
+    assert_eq!(record["raw_size"], std::fs::metadata(&raw).unwrap().len());
+    assert_eq!(record["sha256"], sha256(&zst).as_str());
+
+    // The layout of a NixOS SD image, read back without mounting:
+    // MBR, FAT32 `FIRMWARE` at 8 MiB, ext4 `NIXOS_SD` after it.
+    let table = run("sfdisk", &["--dump", raw.to_str().unwrap()]);
+    assert!(table.contains("label: dos"), "{table}");
+    assert!(table.contains("start=       16384"), "{table}");
+    let fat = format!("{}@@8M", raw.display());
+    let label = Command::new("minfo")
+        .args(["-i", &fat, "::"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(
+        text(&label.stdout).contains("FIRMWARE"),
+        "{}",
+        text(&label.stdout)
+    );
+    let start: u64 = table
+        .lines()
+        .filter(|l| l.contains("type=83"))
+        .find_map(|l| {
+            l.split("start=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    let ext4 = format!("{}?offset={}", raw.display(), start * 512);
+    let stats = run("debugfs", &["-R", "stats", &ext4]);
+    assert!(
+        stats.contains("Filesystem volume name:   NIXOS_SD"),
+        "{stats}"
+    );
+}
+
+/// Every path of the build's closure (derivations, sources, outputs), with
+/// compressed files decompressed: does any contain `needle`?
+fn store_contains(store_path: &str, needle: &str) -> Vec<String> {
+    let drv = run("nix-store", &["-qd", store_path]);
+    let closure = run("nix-store", &["-qR", "--include-outputs", drv.trim()]);
+    let mut hits = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = closure.lines().map(Into::into).collect();
+    assert!(stack.len() >= 2, "{closure}");
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if meta.is_file() {
+            let bytes = if p.extension().is_some_and(|e| e == "zst") {
+                Command::new("zstd")
+                    .arg("-dc")
+                    .arg(&p)
+                    .output()
+                    .unwrap()
+                    .stdout
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn wifi_password_goes_into_the_image_only() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("wifi");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let out = sd(
+        root,
+        &[
+            "rpi-zero-01",
+            "--wifi-secrets",
+            file.to_str().unwrap(),
+            "--decompress",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("joins `home-wifi`"), "{stdout}");
+    // The password file was group/world-readable: said so.
+    assert!(text(&out.stderr).contains("can be read by other users"));
+
+    let dir = root.join("out/rpi-zero-01");
+    let raw = dir.join("rpi-zero-01.img");
+    let zst = dir.join("rpi-zero-01.img.zst");
+    assert_eq!(mode(&raw), 0o600);
+    assert_eq!(mode(&zst), 0o600);
+    // The compressed image is the raw one.
+    let unpacked = run(
+        "sh",
+        &["-c", &format!("zstd -dc {} | sha256sum", zst.display())],
+    );
+    assert_eq!(unpacked.split_whitespace().next().unwrap(), sha256(&raw));
+
+    // Read back with e2fsprogs, no mount: root-owned, mode 0600, in a 0700 folder.
+    let ext4 = format!("{}?offset={}", raw.display(), 38 << 20);
+    let stat = run("debugfs", &["-R", "stat var/lib/wifi/secrets.conf", &ext4]);
+    assert!(stat.contains("Type: regular    Mode:  0600"), "{stat}");
+    assert!(stat.contains("User:     0   Group:     0"), "{stat}");
+    let content = run("debugfs", &["-R", "cat var/lib/wifi/secrets.conf", &ext4]);
+    assert_eq!(content, format!("psk={PASSWORD}\n"));
+    let dirs = run("debugfs", &["-R", "ls -l var/lib", &ext4]);
+    assert!(
+        dirs.lines()
+            .any(|l| l.contains("40700") && l.trim_end().ends_with("wifi")),
+        "{dirs}"
+    );
+    let e2fsck = Command::new("e2fsck")
+        .args(["-fn", &ext4])
+        .output()
+        .unwrap();
+    assert!(e2fsck.status.success(), "{}", text(&e2fsck.stdout));
+
+    // Never in the Nix store: not in the build's closure, not in its output.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rpi-zero-01.img.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["wifi"], "home-wifi");
+    let hits = store_contains(record["store_path"].as_str().unwrap(), PASSWORD);
+    assert!(
+        hits.is_empty(),
+        "the password is in the Nix store: {hits:?}"
+    );
+    // Nor in the repository.
+    let grep = Command::new("git")
+        .args(["-C", root.to_str().unwrap(), "grep", "-q", PASSWORD])
+        .status()
+        .unwrap();
+    assert!(!grep.success());
+}
+
+/// Refusals: the command fails with `message`, before any build, writing nothing.
+fn refused(root: &Path, args: &[&str], message: &str) {
+    let out = sd(root, args);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "expected `{message}` in:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("$ nix build"),
+        "built despite refusing:\n{stderr}"
+    );
+    assert!(!root.join("out").exists());
+}
+
+#[test]
+fn refuses_when_this_machine_cannot_build_aarch64() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    // Nothing registered with binfmt_misc, Nix not told about aarch64: the
+    // setup-binfmt checks fail and sd says how to fix them.
+    let out = sd_in(BinfmtNs::new(), root, &["rpi-box-01"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("  - this machine cannot build aarch64-linux yet:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run `cargo xtask setup-binfmt` to fix all of these"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(or build on an aarch64 machine: --build-host user@machine)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("$ nix build"));
+    // A build host needs no emulation here.
+    let out = sd_in(
+        BinfmtNs::new(),
+        root,
+        &["rpi-box-01", "--dry-run", "--build-host", "nix@arm-builder"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Nor does a host whose inventory entry names one.
+    let inventory = root.join("hosts/fleet.toml");
+    let fleet_text = std::fs::read_to_string(&inventory).unwrap().replace(
+        "address = \"192.168.1.43\"\n",
+        "address = \"192.168.1.43\"\nbuild_host = \"nix@pi5.lan\"\n",
+    );
+    std::fs::write(&inventory, fleet_text).unwrap();
+    git(root, &["commit", "-qam", "rpi-box-03 builds on pi5"]);
+    let out = sd_in(BinfmtNs::new(), root, &["rpi-box-03", "--dry-run"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("--builders \"ssh://nix@pi5.lan aarch64-linux\" --max-jobs 0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn asks_for_the_wifi_password_on_a_terminal() {
+    if !ready() || !prerequisite(need_program("script", "bsdutils")) {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let bin = assert_cmd::cargo::cargo_bin("xtask");
+    // `script` gives the command a terminal; the password is typed twice.
+    // It ends by touching `done`, which ends the typing side of the pipe.
+    let command = format!(
+        "{} --flake {} sd rpi-zero-01; touch \"$HOME/done\"",
+        binfmt_ns::sh_quote(&bin),
+        binfmt_ns::sh_quote(root)
+    );
+    let typed = format!(
+        "(sleep 2; printf '%s\\n' '{PASSWORD}'; sleep 1; printf '%s\\n' '{PASSWORD}'; \
+         while [ ! -e \"$HOME/done\" ]; do sleep 0.1; done) | script -qec {} /dev/null",
+        binfmt_ns::sh_quote(&command)
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(&ns_nix_conf())
+        .script(&typed);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Wi-Fi password for `home-wifi`: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("again, to be sure: "), "{stdout}");
+    // Typed after the prompt appeared (2 s in): not echoed.
+    assert!(
+        !stdout.contains(PASSWORD),
+        "the password was echoed:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("✓ rpi-zero-01"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let zst = root.join("out/rpi-zero-01/rpi-zero-01.img.zst");
+    let raw = root.join("out/rpi-zero-01/check.img");
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!("zstd -qdc {} > {}", zst.display(), raw.display()),
+        ],
+    );
+    let ext4 = format!("{}?offset={}", raw.display(), 38 << 20);
+    let content = run("debugfs", &["-R", "cat var/lib/wifi/secrets.conf", &ext4]);
+    assert_eq!(content, format!("psk={PASSWORD}\n"));
+}
+
+#[test]
+fn refuses_an_unknown_host() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    refused(
+        fleet.path(),
+        &["rpi-box-99"],
+        "error: no host named `rpi-box-99` in hosts/fleet.toml (hosts: rpi-box-01, rpi-box-03, rpi-zero-01); add one with `cargo xtask new-host`",
+    );
+}
+
+#[test]
+fn refuses_an_unreachable_image() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    // Only a placeholder: no real admin key.
+    std::fs::write(
+        root.join("keys/authorized_keys"),
+        "# admin keys\nssh-ed25519 AAAA...your-public-key you@example\n",
+    )
+    .unwrap();
+    git(root, &["commit", "-qam", "placeholder key"]);
+    refused(
+        root,
+        &["rpi-box-01"],
+        "host `rpi-box-01`: the image would be unreachable: no admin SSH key in keys/authorized_keys: run `cargo xtask add-key`",
+    );
+}
+
+#[test]
+fn refuses_a_wifi_host_without_its_password() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    // No --wifi-secrets and no terminal to ask on (stdin is not a TTY).
+    refused(
+        root,
+        &["rpi-zero-01"],
+        "host `rpi-zero-01` needs the password of the Wi-Fi `home-wifi` (a zero2w has no Ethernet: without Wi-Fi it is unreachable), and there is no terminal to ask for it: pass --wifi-secrets FILE",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("pw");
+    std::fs::write(&short, "secret\n").unwrap();
+    refused(
+        root,
+        &["rpi-zero-01", "--wifi-secrets", short.to_str().unwrap()],
+        "is not usable: it is 6 characters long; a WPA password has 8 to 63",
+    );
+    refused(
+        root,
+        &["rpi-zero-01", "--wifi-secrets", "/nonexistent/pw"],
+        "cannot read the Wi-Fi password file /nonexistent/pw",
+    );
+    refused(
+        root,
+        &["rpi-box-01", "--wifi-secrets", short.to_str().unwrap()],
+        "--wifi-secrets was given but host `rpi-box-01` has no `wifi` in hosts/fleet.toml",
+    );
+}
+
+#[test]
+fn refuses_untracked_host_files() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    std::fs::write(
+        root.join("hosts/rpi-box-03/containers.toml"),
+        "[[container]]\nname = \"web\"\nimage = \"nginx@sha256:200689790a0a0ea48ca45992e0450bc26ccab5307375b41c84dfc4f2475937ab\"\n",
+    )
+    .unwrap();
+    refused(
+        root,
+        &["rpi-box-03"],
+        "not tracked by Git: hosts/rpi-box-03/containers.toml. Nix flakes only see tracked files, so the image would be built without them: run `git add hosts/rpi-box-03/containers.toml`",
+    );
+}
+
+#[test]
+fn refuses_unpinned_container_images() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    std::fs::write(
+        root.join("hosts/rpi-box-03/containers.toml"),
+        "[[container]]\nname = \"web\"\nimage = \"nginx:latest\"\n",
+    )
+    .unwrap();
+    git(root, &["add", "-A"]);
+    refused(
+        root,
+        &["rpi-box-03"],
+        "hosts/rpi-box-03/containers.toml:3: container `web`: image `nginx:latest` is not pinned by digest",
+    );
+}
+
+#[test]
+fn refuses_without_nix() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let empty = tempfile::tempdir().unwrap();
+    let out = xtask(fleet.path())
+        .env("PATH", empty.path())
+        .args(["sd", "rpi-box-01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains("nix is not installed: install it (see documentation/getting nix ready.md)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn dry_run_prints_the_exact_build_command() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let r = root.display();
+    let out = sd(root, &["rpi-box-01", "--dry-run", "--decompress"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "$ nix build --extra-experimental-features \"nix-command flakes\" --out-link {r}/out/rpi-box-01/.result {r}#nixosConfigurations.rpi-box-01.config.system.build.sdImage\n"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("out/rpi-box-01/rpi-box-01.img.zst"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("out/rpi-box-01/rpi-box-01.img\n"),
+        "{stdout}"
+    );
+    assert!(!root.join("out").exists(), "a dry run writes nothing");
+
+    // With a build host: Nix's remote build, nothing built here.
+    let out = sd(
+        root,
+        &["rpi-box-01", "--dry-run", "--build-host", "nix@arm-builder"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{r}#nixosConfigurations.rpi-box-01.config.system.build.sdImage --builders \"ssh://nix@arm-builder aarch64-linux\" --max-jobs 0 --option builders-use-substitutes true\n"
+        )),
+        "{stdout}"
+    );
+}
