@@ -293,6 +293,42 @@ fn cut_connection_means_the_pi_rolls_itself_back() {
 }
 
 #[test]
+fn without_systemd_activation_runs_plainly_and_the_watchdog_still_works() {
+    let Some(base) = base() else { return };
+    let mut f = Fleet::new(&base, &["pi-a"]);
+    f.without_systemd("pi-a");
+    f.boot_all();
+    assert_eq!(
+        f.ssh("pi-a", "[ -d /run/systemd/system ] && echo yes || echo no"),
+        "no"
+    );
+    let old = f.current("pi-a");
+    f.set("pi-a", &Spec::version("1"));
+    let r = xtask(&f, &["deploy", "pi-a", "--confirm-timeout", "20"], "");
+    assert!(r.ok, "deploy without systemd failed");
+    assert!(
+        r.stderr.contains("no systemd on the target"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(f.generation("pi-a"), 2);
+    let v1 = f.current("pi-a");
+    assert_ne!(v1, old);
+
+    // The watchdog is a background sleep here; it still rolls back.
+    f.set("pi-a", &Spec::version("2").mode("cut"));
+    let r = xtask(&f, &["deploy", "pi-a", "--confirm-timeout", "6"], "");
+    assert!(!r.ok);
+    assert!(
+        r.stdout.contains("rolled itself back to generation 2"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(f.generation("pi-a"), 2);
+    assert_eq!(f.current("pi-a"), v1);
+}
+
+#[test]
 fn refusals_change_nothing() {
     let Some(base) = base() else { return };
     let mut f = Fleet::new(&base, &["pi-a"]);

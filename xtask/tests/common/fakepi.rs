@@ -310,12 +310,21 @@ pub const FLAKE: &str = r##"{
               mkdir -p /var/lib/fakepi
               echo "\$1 $out" >> /var/lib/fakepi/activations
               [ "\$1" = boot ] && exit 0
+              # Without systemd sshd runs alone; stopping it ends only the listener.
+              start_sshd() {
+                if [ -d /run/systemd/system ]; then systemctl start ssh.service
+                elif ! kill -0 "\$(cat /run/sshd.pid 2>/dev/null)" 2>/dev/null; then /usr/sbin/sshd; fi
+              }
+              stop_sshd() {
+                if [ -d /run/systemd/system ]; then systemctl stop ssh.service
+                else kill "\$(cat /run/sshd.pid)"; fi
+              }
               ln -sfn $out /run/current-system
               case "$mode" in
                 fail) echo "fake activation failure" >&2; exit 1 ;;
-                cut) systemctl stop ssh.service; exit 0 ;;
-                failunit) systemctl start ssh.service; systemd-run --quiet --unit=fakepi-broken /bin/false; exit 0 ;;
-                *) systemctl start ssh.service; exit 0 ;;
+                cut) stop_sshd; exit 0 ;;
+                failunit) start_sshd; systemd-run --quiet --unit=fakepi-broken /bin/false; exit 0 ;;
+                *) start_sshd; exit 0 ;;
               esac
               EOF
               chmod +x $out/bin/switch-to-configuration
@@ -345,6 +354,8 @@ pub const FLAKE: &str = r##"{
 pub struct Pi {
     pub name: String,
     pub port: u16,
+    /// Booted without systemd: sshd alone under a stub init.
+    pub plain: bool,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -399,6 +410,7 @@ impl Fleet {
             fleet.pis.push(Pi {
                 name: n.to_string(),
                 port,
+                plain: false,
                 dir: fleet.tmp.0.join("pis").join(n),
                 child: None,
             });
@@ -541,8 +553,13 @@ impl Fleet {
             std::fs::write(self.work().join("known_hosts"), kh).unwrap();
         }
         let console = std::fs::File::create(dir.join("console.log")).unwrap();
-        let child = Command::new("systemd-nspawn")
-            .arg("--boot")
+        let mut nspawn = Command::new("systemd-nspawn");
+        if self.pis[i].plain {
+            nspawn.arg("--as-pid2");
+        } else {
+            nspawn.arg("--boot");
+        }
+        nspawn
             .arg("--directory")
             .arg(&base)
             .args([
@@ -558,7 +575,16 @@ impl Fleet {
             .arg(format!(
                 "--bind-ro={}:/etc/ssh/sshd_config.d/fakepi.conf",
                 ssh_dir.join("sshd.conf").display()
-            ))
+            ));
+        if self.pis[i].plain {
+            // What the boot unit and ssh.service do, without systemd.
+            nspawn.args([
+                "/bin/sh",
+                "-c",
+                "/usr/local/sbin/fakepi-boot; mkdir -p /run/sshd; /usr/sbin/sshd; exec sleep infinity",
+            ]);
+        }
+        let child = nspawn
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
             .stderr(console)
@@ -567,14 +593,20 @@ impl Fleet {
         self.pis[i].child = Some(child);
     }
 
+    /// Makes a fake Pi boot without systemd (before it starts): sshd alone,
+    /// no /run/systemd/system, as in a plain mount namespace.
+    pub fn without_systemd(&mut self, name: &str) {
+        let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        self.pis[i].plain = true;
+    }
+
     /// Waits until the Pi's sshd answers (at most 60 s).
     pub fn wait_ssh(&mut self, name: &str) {
         let start = Instant::now();
         loop {
-            if self
-                .ssh_try(name, "systemctl is-system-running --wait >/dev/null; true")
-                .is_ok()
-            {
+            let ready =
+                "[ -d /run/systemd/system ] && systemctl is-system-running --wait >/dev/null; true";
+            if self.ssh_try(name, ready).is_ok() {
                 return;
             }
             let i = self.pis.iter().position(|p| p.name == name).unwrap();
