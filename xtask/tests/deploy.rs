@@ -124,8 +124,16 @@ fn deploy_status_drift_and_rollback() {
     assert_eq!(f.current("pi-a"), first);
     let s = status_json(&f, "pi-a");
     assert_eq!(s["sync"], "drifted", "{s}");
+    // The SD image `cargo xtask sd` recorded for the host shows too.
+    std::fs::create_dir_all(f.repo().join("out/pi-a")).unwrap();
+    std::fs::write(
+        f.repo().join("out/pi-a/pi-a.img.json"),
+        r#"{"host":"pi-a","commit":"0123456789abcdef","dirty":false,"sha256":"00","size":1,"raw_sha256":"00","raw_size":1,"built":"2026-05-01T10:00:00Z","store_path":"/nix/store/x","wifi":null}"#,
+    )
+    .unwrap();
     let r = xtask(&f, &["status"], "");
     assert!(r.stdout.contains("drifted") && r.stdout.contains("changed on the host by hand"));
+    assert!(r.stdout.contains("0123456 (2026-05-01)"), "{}", r.stdout);
 
     // rollback --to N: back to what Git builds.
     let r = xtask(&f, &["rollback", "pi-a", "--to", "3"], "");

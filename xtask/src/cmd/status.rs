@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use crate::deploy::remote::{self, Facts};
 use crate::deploy::{self, date, human_duration};
-use crate::inventory::{self, Fleet, Host};
+use crate::image::{self, info::ImageInfo};
+use crate::inventory::{Fleet, Host};
 use crate::ssh::{self, Ssh, Target};
 use crate::{containers, nix};
 
@@ -60,7 +61,8 @@ pub struct Status {
     pub containers_running: usize,
     pub containers_declared: usize,
     pub uptime_seconds: Option<f64>,
-    pub sd_image: Option<serde_json::Value>,
+    /// The record `cargo xtask sd` left next to the host's image, if any.
+    pub sd_image: Option<ImageInfo>,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -179,9 +181,7 @@ fn status(
     let declared = containers::read(root, &h.name)
         .map(|c| c.len())
         .unwrap_or(0);
-    let sd_image = std::fs::read_to_string(inventory::image_info_path(root, &h.name))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let sd_image = image::info::read(root, &h.name);
     let mut s = Status {
         host: h.name.clone(),
         reachable: false,
@@ -326,17 +326,14 @@ fn print(rows: &[Status]) {
 }
 
 fn image(s: &Status) -> String {
-    let Some(v) = &s.sd_image else {
-        return "-".into();
-    };
-    let commit = v.get("commit").and_then(|c| c.as_str()).unwrap_or("?");
-    let short: String = commit.chars().take(12).collect();
-    let dirty = if v.get("dirty").and_then(|d| d.as_bool()) == Some(true) {
-        "-dirty"
-    } else {
-        ""
-    };
-    format!("{short}{dirty}")
+    match &s.sd_image {
+        Some(i) => format!(
+            "{} ({})",
+            i.short_commit(),
+            i.built.get(..10).unwrap_or(&i.built)
+        ),
+        None => "-".into(),
+    }
 }
 
 #[cfg(test)]
