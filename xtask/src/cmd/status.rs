@@ -66,7 +66,14 @@ pub struct Status {
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let fleet = Fleet::load(root)?;
+    // Read-only: problems in the fleet definition are reported, not fatal.
+    let (fleet, problems) = Fleet::read(root)?;
+    if !problems.is_empty() {
+        eprintln!(
+            "warning: the fleet definition has {} problem(s); run `cargo xtask check`",
+            problems.len()
+        );
+    }
     let hosts = if args.hosts.is_empty() {
         fleet.hosts.clone()
     } else {
@@ -315,7 +322,8 @@ fn print(rows: &[Status]) {
     );
     for s in rows {
         if let Some(e) = &s.error {
-            println!("{}: {e}", s.host);
+            let prefix = format!("{}: ", s.host);
+            println!("{prefix}{}", e.strip_prefix(&prefix).unwrap_or(e));
         } else if s.sync != "in sync" {
             println!("{}: {}: {}", s.host, s.sync, s.sync_reason);
         }
