@@ -156,6 +156,11 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {
         .collect();
     let limit = Duration::from_secs(ssh.connect_timeout + 10);
     let mut cmd = ssh.fresh_command(&t, remote::PROBE, &[&declared.join(" ")]);
+    // Echoed with the probe script named, not spelled out (`deploy --dry-run` prints it).
+    eprintln!(
+        "$ {}",
+        ssh::show(&ssh.fresh_command(&t, "<PROBE>", &[&declared.join(" ")]))
+    );
     let out = ssh::output_within(&mut cmd, limit)?;
     if out.status.success() {
         return Ok(remote::parse_probe(&String::from_utf8_lossy(&out.stdout)));
