@@ -39,30 +39,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the fleet: every host with its model, address, SSH user and tags
-    List(cmd::list::Args),
-    /// Find everything wrong with the fleet definition, with file:line and the fix
-    Check(cmd::check::Args),
-    /// Add an SSH public key to the admin keys every Pi accepts
-    AddKey(cmd::add_key::Args),
+    /// Make this x86_64 workstation build aarch64 with Nix under QEMU, and prove it
+    SetupBinfmt(cmd::setup_binfmt::Args),
     /// Add a Pi: its inventory entry and hosts/<name>/default.nix
     NewHost(cmd::new_host::Args),
+    /// Add an SSH public key to the admin keys every Pi accepts
+    AddKey(cmd::add_key::Args),
+    /// Find everything wrong with the fleet definition, with file:line and the fix
+    Check(cmd::check::Args),
+    /// Show the fleet: every host with its model, address, SSH user and tags
+    List(cmd::list::Args),
     /// Build a host's SD card image into out/<host>/<host>.img.zst
     Sd(cmd::sd::Args),
     /// Write an SD card from a host's image or an image file: safe, fast, verified
     Flash(cmd::flash::Args),
-    /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device; deploy: on fake Pis)
-    Bench(cmd::bench::Args),
-    /// Print shell completions for bash, zsh or fish
-    Completions(cmd::completions::Args),
     /// Build, copy and activate hosts' systems, with automatic rollback
     Deploy(cmd::deploy::Args),
     /// Go back to a host's previous (or a given) generation, safely
     Rollback(cmd::rollback::Args),
     /// Show every host's state: reachable, version, generation, in sync with Git
     Status(cmd::status::Args),
-    /// Make this x86_64 workstation build aarch64 with Nix under QEMU, and prove it
-    SetupBinfmt(cmd::setup_binfmt::Args),
+    /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device; deploy: on fake Pis)
+    Bench(cmd::bench::Args),
+    /// Print shell completions for bash, zsh or fish
+    Completions(cmd::completions::Args),
 }
 
 fn main() {
@@ -76,17 +76,17 @@ fn main() {
 fn dispatch(cli: Cli) -> Result<()> {
     let root = || repo::root(cli.flake.as_deref());
     match cli.command {
-        Command::List(args) => cmd::list::run(&root()?, args),
-        Command::Check(args) => cmd::check::run(&root()?, args),
-        Command::AddKey(args) => cmd::add_key::run(&root()?, args),
+        Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::AddKey(args) => cmd::add_key::run(&root()?, args),
+        Command::Check(args) => cmd::check::run(&root()?, args),
+        Command::List(args) => cmd::list::run(&root()?, args),
         Command::Sd(args) => cmd::sd::run(&root()?, args),
         Command::Flash(args) => cmd::flash::run(&root()?, args),
-        Command::Bench(args) => cmd::bench::run(&root()?, args),
-        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),
         Command::Rollback(args) => cmd::rollback::run(&root()?, args),
         Command::Status(args) => cmd::status::run(&root()?, args),
-        Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
+        Command::Bench(args) => cmd::bench::run(&root()?, args),
+        Command::Completions(args) => cmd::completions::run(args, Cli::command()),
     }
 }
