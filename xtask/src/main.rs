@@ -15,6 +15,7 @@ mod nix;
 mod repo;
 mod ssh;
 mod sshkey;
+mod time;
 
 use std::path::PathBuf;
 

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use crate::deploy;
 use crate::deploy::host::{self, Action, Ctx};
-use crate::deploy::{self, Log, Progress};
 use crate::inventory::Fleet;
 use crate::ssh::{self, Ssh};
 
@@ -69,57 +69,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         token: format!("deploy-{}-{}", deploy::unix_now(), std::process::id()),
     };
     if args.dry_run {
-        for h in &hosts {
-            println!("# {} ({}:{})", h.name, h.destination(), h.port);
-            for line in host::plan(&ctx, h, None) {
-                println!("{line}");
-            }
-            println!();
-        }
-        print_scripts();
+        deploy::print_plans(&ctx, &hosts, None);
         return Ok(());
     }
-    let logs = deploy::log_dir(root, "deploy")?;
-    let tty = deploy::tty() && hosts.len() > 1;
-    let progress = Progress::new(hosts.iter().map(|h| h.name.clone()).collect(), tty);
-    let outcomes = deploy::parallel(
-        hosts.len(),
+    deploy::run_hosts(
+        root,
+        "deploy",
+        &hosts,
         args.jobs,
         args.fail_fast,
-        &|i| {
-            let h = &hosts[i];
-            let log = match Log::new(&logs, &h.name, !tty) {
-                Ok(l) => l,
-                Err(e) => {
-                    return deploy::Outcome {
-                        ok: false,
-                        result: format!("{e:#}"),
-                        old: None,
-                        new: None,
-                        duration: Default::default(),
-                    };
-                }
-            };
-            let step = |s: &str| {
-                log.line(&format!("== {s}"));
-                progress.set(i, s);
-            };
-            let o = host::deploy(&ctx, h, &log, &step);
-            log.line(&format!("== result: {}", o.result));
-            progress.set(i, if o.ok { "done" } else { "FAILED" });
-            o
-        },
-        &|o| !o.ok,
-    );
-    deploy::summary("deploy", &hosts, &outcomes, &logs)
-}
-
-/// The remote scripts the printed commands name.
-pub fn print_scripts() {
-    use crate::deploy::remote;
-    println!("# <PROBE> is:\n{}", remote::PROBE);
-    println!(
-        "# <HELPER> (written to /run/pi-nixos/<run>/run) is:\n{}",
-        remote::HELPER
-    );
+        &|h, log, step| host::deploy(&ctx, h, log, step),
+    )
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::deploy;
 use crate::deploy::host::{self, Action, Ctx};
-use crate::deploy::{self, Log, Progress};
 use crate::inventory::Fleet;
 use crate::ssh::{self, Ssh};
 
@@ -50,47 +50,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         token: format!("rollback-{}-{}", deploy::unix_now(), std::process::id()),
     };
     if args.dry_run {
-        for h in &hosts {
-            println!("# {} ({}:{})", h.name, h.destination(), h.port);
-            for line in host::plan(&ctx, h, Some(args.to)) {
-                println!("{line}");
-            }
-            println!();
-        }
-        super::deploy::print_scripts();
+        deploy::print_plans(&ctx, &hosts, Some(args.to));
         return Ok(());
     }
-    let logs = deploy::log_dir(root, "rollback")?;
-    let tty = deploy::tty() && hosts.len() > 1;
-    let progress = Progress::new(hosts.iter().map(|h| h.name.clone()).collect(), tty);
-    let outcomes = deploy::parallel(
-        hosts.len(),
+    deploy::run_hosts(
+        root,
+        "rollback",
+        &hosts,
         args.jobs,
         false,
-        &|i| {
-            let h = &hosts[i];
-            let log = match Log::new(&logs, &h.name, !tty) {
-                Ok(l) => l,
-                Err(e) => {
-                    return deploy::Outcome {
-                        ok: false,
-                        result: format!("{e:#}"),
-                        old: None,
-                        new: None,
-                        duration: Default::default(),
-                    };
-                }
-            };
-            let step = |s: &str| {
-                log.line(&format!("== {s}"));
-                progress.set(i, s);
-            };
-            let o = host::rollback(&ctx, h, args.to, &log, &step);
-            log.line(&format!("== result: {}", o.result));
-            progress.set(i, if o.ok { "done" } else { "FAILED" });
-            o
-        },
-        &|o| !o.ok,
-    );
-    deploy::summary("rollback", &hosts, &outcomes, &logs)
+        &|h, log, step| host::rollback(&ctx, h, args.to, log, step),
+    )
 }

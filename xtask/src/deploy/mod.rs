@@ -22,6 +22,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::inventory::{Fleet, Host};
 use crate::ssh;
+use crate::time::civil;
+pub use crate::time::unix_now;
 
 /// The hosts a command acts on: names given, `--all`, or `--tag` (any of them).
 pub fn select(fleet: &Fleet, names: &[String], all: bool, tags: &[String]) -> Result<Vec<Host>> {
@@ -221,6 +223,68 @@ pub fn parallel<T: Send>(
     results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Prints, per host, every command a run would execute, then the remote
+/// scripts they name (`--dry-run` of deploy and rollback).
+pub fn print_plans(ctx: &host::Ctx, hosts: &[Host], rollback_to: Option<Option<u64>>) {
+    for h in hosts {
+        println!("# {} ({}:{})", h.name, h.destination(), h.port);
+        for line in host::plan(ctx, h, rollback_to) {
+            println!("{line}");
+        }
+        println!();
+    }
+    println!("# <PROBE> is:\n{}", remote::PROBE);
+    println!(
+        "# <HELPER> (written to /run/pi-nixos/<run>/run) is:\n{}",
+        remote::HELPER
+    );
+}
+
+/// Runs `one` for every host, `jobs` at a time, each with its progress
+/// line and log under `out/logs/<verb>-<time>/`, then prints the summary.
+pub fn run_hosts(
+    root: &Path,
+    verb: &str,
+    hosts: &[Host],
+    jobs: usize,
+    fail_fast: bool,
+    one: &(dyn Fn(&Host, &Log, &dyn Fn(&str)) -> Outcome + Sync),
+) -> Result<()> {
+    let logs = log_dir(root, verb)?;
+    let tty = tty() && hosts.len() > 1;
+    let progress = Progress::new(hosts.iter().map(|h| h.name.clone()).collect(), tty);
+    let outcomes = parallel(
+        hosts.len(),
+        jobs,
+        fail_fast,
+        &|i| {
+            let h = &hosts[i];
+            let log = match Log::new(&logs, &h.name, !tty) {
+                Ok(l) => l,
+                Err(e) => {
+                    return Outcome {
+                        ok: false,
+                        result: format!("{e:#}"),
+                        old: None,
+                        new: None,
+                        duration: Duration::default(),
+                    };
+                }
+            };
+            let step = |s: &str| {
+                log.line(&format!("== {s}"));
+                progress.set(i, s);
+            };
+            let o = one(h, &log, &step);
+            log.line(&format!("== result: {}", o.result));
+            progress.set(i, if o.ok { "done" } else { "FAILED" });
+            o
+        },
+        &|o| !o.ok,
+    );
+    summary(verb, hosts, &outcomes, &logs)
+}
+
 /// What happened to one host.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -321,37 +385,6 @@ pub fn log_dir(root: &Path, verb: &str) -> Result<PathBuf> {
 /// Whether progress should be drawn in place (stderr is a terminal).
 pub fn tty() -> bool {
     std::io::stderr().is_terminal()
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// (year, month, day, hour, minute, second) in UTC.
-pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (secs / 3600) as u32,
-        (secs % 3600 / 60) as u32,
-        (secs % 60) as u32,
-    )
 }
 
 /// `2026-05-01 12:00 UTC`.
