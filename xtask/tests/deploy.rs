@@ -70,6 +70,22 @@ fn deploy_status_drift_and_rollback() {
     assert_eq!(f.generation("pi-a"), 1);
     assert_eq!(status_json(&f, "pi-a")["sync"], "in sync");
 
+    // Deploying what already runs (the first deploy after flashing) changes nothing.
+    let before = f.activations("pi-a").len();
+    let r = xtask(&f, &["deploy", "pi-a"], "");
+    assert!(r.ok, "deploy failed");
+    assert!(
+        r.stdout.contains("unchanged") && r.stdout.contains("1 (unchanged)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(f.generation("pi-a"), 1);
+    assert_eq!(
+        f.activations("pi-a").len(),
+        before,
+        "nothing may be activated"
+    );
+
     // One deploy: profile moved, activation ran in systemd, in sync.
     f.set("pi-a", &Spec::version("1"));
     let v1 = f.build("pi-a");

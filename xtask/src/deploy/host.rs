@@ -192,6 +192,17 @@ fn deploy_steps(
         bail!("{path} is not a NixOS system (it has no nixos-version)");
     }
 
+    // The card boots the system deploy installs: the first deploy after
+    // flashing (like any repeated deploy) finds it running and changes nothing.
+    if ctx.action == Action::Switch && before.current == path && before.profile_path == path {
+        log.line(&format!(
+            "{} already runs {path}: nothing to copy or activate",
+            h.name
+        ));
+        record(ctx, &t, &path, st.old, log)?;
+        return Ok("unchanged (already running this system)".into());
+    }
+
     step("checking free space");
     free_space(ctx, &t, &path, &before, log)?;
 
