@@ -432,6 +432,34 @@ fn host_name_uses_the_image_from_sd() {
     assert!(out.status.success(), "{}", text(&out));
     let raw = std::fs::read(&img.raw).unwrap();
     assert!(dev.contents()[..raw.len()] == raw[..]);
+    // With the record `sd` writes, the image's origin is shown, and an image
+    // that does not match its record is refused.
+    let size = std::fs::metadata(&target).unwrap().len();
+    let record = |size: u64| {
+        format!(
+            r#"{{"host":"rpi-box-03","commit":"0123456789abcdef","dirty":false,"sha256":"00","size":{size},"raw_sha256":"00","raw_size":1,"built":"2026-05-01T10:00:00Z","store_path":"/nix/store/x","wifi":null}}"#
+        )
+    };
+    let json = fleet.path().join("out/rpi-box-03/rpi-box-03.img.json");
+    std::fs::write(&json, record(size)).unwrap();
+    let out = common::xtask(fleet.path())
+        .args(["flash", "rpi-box-03", &dev.path, "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("built 2026-05-01T10:00:00Z from commit 0123456"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&json, record(size + 1)).unwrap();
+    let out = common::xtask(fleet.path())
+        .args(["flash", "rpi-box-03", &dev.path, "--yes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("recorded"), "{}", text(&out));
+    assert!(dev.contents()[..raw.len()] == raw[..]);
     let out = common::xtask(fleet.path())
         .args(["flash", "no-such-host", &dev.path, "--yes"])
         .output()

@@ -68,6 +68,21 @@ pub fn resolve(root: &Path, arg: &str) -> Result<Image> {
                 p.display()
             );
         }
+        if let Some(info) = crate::image::info::read(root, arg) {
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            if size != info.size {
+                bail!(
+                    "{} is {size} bytes but `cargo xtask sd` recorded {} bytes: it was changed or cut short; build it again with `cargo xtask sd {arg}`",
+                    p.display(),
+                    info.size
+                );
+            }
+            eprintln!(
+                "image of {arg}: built {} from commit {}",
+                info.built,
+                info.short_commit()
+            );
+        }
         p
     };
     open(&path)
