@@ -30,15 +30,8 @@ pub struct Args {
     /// Build on this aarch64 machine (SSH destination) instead of here
     #[arg(long, value_name = "SSH")]
     build_host: Option<String>,
-    /// Seconds the Pi waits for a confirmation over a new SSH connection before rolling back
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    confirm_timeout: u64,
-    /// Seconds to wait for declared containers to run after activation
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    health_timeout: u64,
-    /// Seconds to wait for a Pi to answer SSH
-    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
-    connect_timeout: u64,
+    #[command(flatten)]
+    timeouts: Timeouts,
     /// Start no further host after the first failure
     #[arg(long)]
     fail_fast: bool,
@@ -47,13 +40,34 @@ pub struct Args {
     dry_run: bool,
 }
 
+/// The waits deploy and rollback share.
+#[derive(clap::Args)]
+pub struct Timeouts {
+    /// Seconds the Pi waits for a confirmation over a new SSH connection before rolling back
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub confirm_timeout: u64,
+    /// Seconds to wait for declared containers to run after activation
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub health_timeout: u64,
+    /// Seconds to wait for a Pi to answer SSH
+    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
+    pub connect_timeout: u64,
+}
+
+impl Timeouts {
+    pub fn check(&self) -> Result<()> {
+        if self.confirm_timeout < 5 {
+            bail!("--confirm-timeout must be at least 5 seconds, so a working Pi can be confirmed");
+        }
+        Ok(())
+    }
+}
+
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let fleet = Fleet::load(root)?;
     let hosts = deploy::select(&fleet, &args.hosts, args.all, &args.tag)?;
-    if args.confirm_timeout < 5 {
-        bail!("--confirm-timeout must be at least 5 seconds, so a working Pi can be confirmed");
-    }
-    let ssh = Ssh::new(args.connect_timeout)?;
+    args.timeouts.check()?;
+    let ssh = Ssh::new(args.timeouts.connect_timeout)?;
     let ctx = Ctx {
         root,
         ssh: &ssh,
@@ -62,8 +76,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         } else {
             Action::Switch
         },
-        confirm_timeout: args.confirm_timeout,
-        health_timeout: args.health_timeout,
+        confirm_timeout: args.timeouts.confirm_timeout,
+        health_timeout: args.timeouts.health_timeout,
         build_host: args.build_host,
         commit: deploy::git_commit(root),
         token: format!("deploy-{}-{}", deploy::unix_now(), std::process::id()),

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::deploy;
 use crate::deploy::host::{self, Action, Ctx};
 use crate::inventory::Fleet;
-use crate::ssh::{self, Ssh};
+use crate::ssh::Ssh;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,15 +21,8 @@ pub struct Args {
     /// Hosts rolled back at the same time
     #[arg(long, short, value_name = "N", default_value_t = 4)]
     jobs: usize,
-    /// Seconds the Pi waits for a confirmation over a new SSH connection before going back again
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    confirm_timeout: u64,
-    /// Seconds to wait for declared containers to run
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    health_timeout: u64,
-    /// Seconds to wait for a Pi to answer SSH
-    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
-    connect_timeout: u64,
+    #[command(flatten)]
+    timeouts: super::deploy::Timeouts,
     /// Print every command per host and run none
     #[arg(long)]
     dry_run: bool,
@@ -38,13 +31,14 @@ pub struct Args {
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let fleet = Fleet::load(root)?;
     let hosts = deploy::select(&fleet, &args.hosts, false, &[])?;
-    let ssh = Ssh::new(args.connect_timeout)?;
+    args.timeouts.check()?;
+    let ssh = Ssh::new(args.timeouts.connect_timeout)?;
     let ctx = Ctx {
         root,
         ssh: &ssh,
         action: Action::Switch,
-        confirm_timeout: args.confirm_timeout.max(5),
-        health_timeout: args.health_timeout,
+        confirm_timeout: args.timeouts.confirm_timeout,
+        health_timeout: args.timeouts.health_timeout,
         build_host: None,
         commit: None,
         token: format!("rollback-{}-{}", deploy::unix_now(), std::process::id()),
