@@ -397,48 +397,48 @@ fn parse_host(
         },
         None => None,
     };
-    if let Some((a, l)) = &address {
-        if !valid_address(a) {
-            problems.push(Problem::new(
-                f,
-                *l,
-                format!("host `{label}`: `{a}` is not an IP address or DNS name"),
-                "write the address SSH reaches the Pi at, e.g. \"192.168.1.41\" or \"pi.lan\"",
-            ));
-            ok = false;
-        }
+    if let Some((a, l)) = &address
+        && !valid_address(a)
+    {
+        problems.push(Problem::new(
+            f,
+            *l,
+            format!("host `{label}`: `{a}` is not an IP address or DNS name"),
+            "write the address SSH reaches the Pi at, e.g. \"192.168.1.41\" or \"pi.lan\"",
+        ));
+        ok = false;
     }
-    if let Some((u, l)) = &user {
-        if !valid_user(u) {
-            problems.push(Problem::new(
-                f,
-                *l,
-                format!("host `{label}`: `{u}` is not a valid user name"),
-                "use lowercase letters, digits, `_` and `-`, starting with a letter or `_`",
-            ));
-            ok = false;
-        }
+    if let Some((u, l)) = &user
+        && !valid_user(u)
+    {
+        problems.push(Problem::new(
+            f,
+            *l,
+            format!("host `{label}`: `{u}` is not a valid user name"),
+            "use lowercase letters, digits, `_` and `-`, starting with a letter or `_`",
+        ));
+        ok = false;
     }
-    if let Some((s, l)) = &wifi {
-        if s.is_empty() || s.len() > 32 {
-            problems.push(Problem::new(
-                f,
-                *l,
-                format!("host `{label}`: Wi-Fi SSID must be 1 to 32 bytes"),
-                "write the network name as the Pi should see it",
-            ));
-            ok = false;
-        }
+    if let Some((s, l)) = &wifi
+        && (s.is_empty() || s.len() > 32)
+    {
+        problems.push(Problem::new(
+            f,
+            *l,
+            format!("host `{label}`: Wi-Fi SSID must be 1 to 32 bytes"),
+            "write the network name as the Pi should see it",
+        ));
+        ok = false;
     }
-    if let (Some(m), None) = (parsed_model, &wifi) {
-        if m.wifi_only() {
-            problems.push(Problem::new(
+    if let (Some(m), None) = (parsed_model, &wifi)
+        && m.wifi_only()
+    {
+        problems.push(Problem::new(
                 f,
                 header,
                 format!("host `{label}` is a {m}, which has no Ethernet: its first boot needs Wi-Fi"),
                 "add `wifi = \"<SSID>\"` (the password is given at `cargo xtask sd`, never stored in the repo)",
             ));
-        }
     }
 
     let port = match get("port") {
@@ -605,7 +605,7 @@ fn check_host_dirs(root: &Path, hosts: &[Host], names: &[String]) -> Result<Vec<
                 INVENTORY,
                 h.line,
                 format!("host `{}` has no {rel}", h.name),
-                format!("create it (`cargo xtask new-host` writes one) or remove the host"),
+                "create it (`cargo xtask new-host` writes one) or remove the host".to_string(),
             ));
         }
     }

@@ -75,7 +75,7 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
         } as u32)
     }
     let s = s.as_bytes();
-    if s.is_empty() || s.len() % 4 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
         return None;
     }
     let pad = s.iter().rev().take_while(|&&c| c == b'=').count();

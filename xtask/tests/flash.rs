@@ -179,7 +179,7 @@ fn bad_targets_are_refused_untouched() {
     let before = dev.contents();
     refused(
         &flash(&[zst, &parts[1], "--yes"]),
-        &format!("is a partition (loop"),
+        "is a partition (loop",
         &dev,
         &before,
     );
@@ -288,7 +288,7 @@ fn system_disk_is_refused_even_when_forced() {
             (left.split(' ').nth(4) == Some("/"))
                 .then(|| right.split(' ').nth(1).unwrap_or("").to_string())
         })
-        .last()
+        .next_back()
         .unwrap_or_default();
     let Ok(real) = std::fs::canonicalize(&source) else {
         common::prerequisite(Some(format!("/ is not on a block device ({source})")));

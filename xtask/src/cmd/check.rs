@@ -143,15 +143,15 @@ pub fn lock_problems(text: &str) -> Vec<Problem> {
     }
     if let Some(inputs) = nodes.get(root_name).and_then(|r| r["inputs"].as_object()) {
         for (input, target) in inputs {
-            if let Some(t) = target.as_str() {
-                if !nodes.contains_key(t) {
-                    problems.push(Problem::new(
-                        file,
-                        line_of(input),
-                        format!("input `{input}` points at a node that is not in the lock"),
-                        "run `nix flake lock` and commit flake.lock",
-                    ));
-                }
+            if let Some(t) = target.as_str()
+                && !nodes.contains_key(t)
+            {
+                problems.push(Problem::new(
+                    file,
+                    line_of(input),
+                    format!("input `{input}` points at a node that is not in the lock"),
+                    "run `nix flake lock` and commit flake.lock",
+                ));
             }
         }
     }

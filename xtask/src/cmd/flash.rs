@@ -135,14 +135,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 
     sys::catch_interrupts();
     let t = open_target(&disk, true, &args, root)?;
-    if let Some(s) = img.size {
-        if s > t.size {
-            bail!(
-                "{} ({} bytes) is smaller than the image ({s} bytes): use a larger card; nothing was written",
-                t.path,
-                t.size
-            );
-        }
+    if let Some(s) = img.size
+        && s > t.size
+    {
+        bail!(
+            "{} ({} bytes) is smaller than the image ({s} bytes): use a larger card; nothing was written",
+            t.path,
+            t.size
+        );
     }
     let w = write::write(&t, &img)?;
     let mut summary = format!("✓ wrote {} to {}", rate(w.bytes, w.time), t.path);

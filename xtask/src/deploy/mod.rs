@@ -240,6 +240,9 @@ pub fn print_plans(ctx: &host::Ctx, hosts: &[Host], rollback_to: Option<Option<u
     );
 }
 
+/// The work for one host: its log and a way to show the current step.
+pub type HostWork<'a> = dyn Fn(&Host, &Log, &dyn Fn(&str)) -> Outcome + Sync + 'a;
+
 /// Runs `one` for every host, `jobs` at a time, each with its progress
 /// line and log under `out/logs/<verb>-<time>/`, then prints the summary.
 pub fn run_hosts(
@@ -248,7 +251,7 @@ pub fn run_hosts(
     hosts: &[Host],
     jobs: usize,
     fail_fast: bool,
-    one: &(dyn Fn(&Host, &Log, &dyn Fn(&str)) -> Outcome + Sync),
+    one: &HostWork,
 ) -> Result<()> {
     let logs = log_dir(root, verb)?;
     let tty = tty() && hosts.len() > 1;

@@ -408,10 +408,10 @@ pub fn read_mounts() -> Result<(Vec<Mount>, Vec<String>)> {
     let mut mounts = parse_mountinfo(&mi);
     // Mount sources like /dev/disk/by-uuid/... or /dev/mapper/x: resolve to /dev/<kernel name>.
     for m in &mut mounts {
-        if m.source.starts_with("/dev/") {
-            if let Ok(p) = fs::canonicalize(&m.source) {
-                m.source = p.to_string_lossy().into_owned();
-            }
+        if m.source.starts_with("/dev/")
+            && let Ok(p) = fs::canonicalize(&m.source)
+        {
+            m.source = p.to_string_lossy().into_owned();
         }
     }
     let swaps = parse_swaps(&swaps)
