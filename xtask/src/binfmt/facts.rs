@@ -470,11 +470,13 @@ fn daemon_allows(
 
 /// The oldest nix-daemon process (the listening one) and when it started.
 fn find_daemon() -> Option<Daemon> {
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
+    // Seconds since boot now, to 10 ms (btime in /proc/stat is whole seconds,
+    // too coarse to tell a restart from an edit made in the same second).
+    let now = SystemTime::now();
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
+        .split_whitespace()
+        .next()?
         .parse()
         .ok()?;
     let mut best: Option<(u64, u32)> = None;
@@ -502,7 +504,7 @@ fn find_daemon() -> Option<Daemon> {
     let (ticks, pid) = best?;
     Some(Daemon {
         pid,
-        started: UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 10),
+        started: now - Duration::from_secs_f64((uptime - ticks as f64 / 100.0).max(0.0)),
     })
 }
 

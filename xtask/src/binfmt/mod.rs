@@ -484,7 +484,7 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     if let Some(d) = &n.daemon {
         let stale = n
             .conf_changed
-            .is_some_and(|c| c > d.started + Duration::from_secs(1));
+            .is_some_and(|c| c > d.started + Duration::from_millis(50));
         if stale {
             checks.push(Check::fail(
                 format!(
