@@ -106,13 +106,13 @@ pub fn open(path: &Path) -> Result<Image> {
             path.display()
         );
     }
-    let mut magic = [0u8; 6];
-    let n = read_up_to(&mut f, &mut magic)?;
+    let mut magic = Vec::with_capacity(6);
+    (&mut f).take(6).read_to_end(&mut magic)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let format = Format::detect(&magic[..n], &name);
+    let format = Format::detect(&magic, &name);
     for (ext, want) in [
         (".zst", Format::Zstd),
         (".xz", Format::Xz),
@@ -151,17 +151,6 @@ pub fn open(path: &Path) -> Result<Image> {
         format,
         size,
     })
-}
-
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Walks every zstd frame (headers only) and adds up the content sizes.
