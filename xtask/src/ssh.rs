@@ -15,7 +15,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -28,6 +29,67 @@ pub const CONNECT_TIMEOUT: u64 = 5;
 
 /// Serialises host key questions between parallel hosts.
 static ASK: Mutex<()> = Mutex::new(());
+
+/// The private folders of live [`Ssh`]s, closed on SIGTERM/SIGINT/SIGHUP.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The signal received, 0 for none.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static WATCH: Once = Once::new();
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// From the first [`Ssh`] on, SIGTERM, SIGINT and SIGHUP close every
+/// master connection and remove the sockets' folder before exiting
+/// (128 + signal), so an interrupted run leaves nothing behind here.
+fn watch_signals() {
+    WATCH.call_once(|| {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            libc::signal(libc::SIGTERM, handler);
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGHUP, handler);
+        }
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let sig = SIGNAL.load(Ordering::SeqCst);
+                if sig != 0 {
+                    let dirs = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+                    for d in &dirs {
+                        close_all(d);
+                    }
+                    eprintln!(
+                        "interrupted (signal {sig}): SSH master connections closed, temporary files removed; a host being activated finishes or rolls back by itself (`cargo xtask status`)"
+                    );
+                    std::process::exit(128 + sig);
+                }
+            }
+        });
+    });
+}
+
+/// Closes every master connection whose socket is in `dir`, removes `dir`.
+fn close_all(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_socket()) {
+                let _ = Command::new("ssh")
+                    .arg("-S")
+                    .arg(e.path())
+                    .args(["-O", "exit", "pi-nixos-master"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
 
 /// Where an SSH connection goes.
 #[derive(Clone, Debug)]
@@ -111,6 +173,10 @@ pub struct Ssh {
 impl Ssh {
     pub fn new(connect_timeout: u64) -> Result<Ssh> {
         let dir = private_dir()?;
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.clone());
+        watch_signals();
         Ok(Ssh {
             config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
             connect_timeout,
@@ -254,10 +320,18 @@ impl Ssh {
             };
             match classify(&text) {
                 Failure::UnknownHostKey if attempt == 0 => self.ask_host_key(t)?,
-                f => bail!("{}", f.message(t, self.connect_timeout, &text)),
+                f => bail!("{}", self.failure_message(&f, t, &text)),
             }
         }
         bail!("{}: cannot connect", t.name)
+    }
+
+    /// [`Failure::message`] with the known_hosts file ssh reads for `t`.
+    pub fn failure_message(&self, f: &Failure, t: &Target, text: &str) -> String {
+        let file = self
+            .known_hosts_file(t)
+            .unwrap_or_else(|_| PathBuf::from("~/.ssh/known_hosts"));
+        f.message(t, self.connect_timeout, text, &file)
     }
 
     /// SHA256 fingerprint of the key this run authenticated with to `t`,
@@ -299,7 +373,18 @@ impl Ssh {
         }
         let tmp = self.dir.join(format!("{}.scan", t.name));
         std::fs::write(&tmp, &keys)?;
-        let fp = Command::new("ssh-keygen").arg("-lf").arg(&tmp).output()?;
+        let fp = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&tmp)
+            .output()
+            .context("cannot run ssh-keygen (apt-get install openssh-client)")?;
+        if !fp.status.success() {
+            bail!(
+                "{}: `ssh-keygen -lf` failed on the keys ssh-keyscan got: {}",
+                t.name,
+                String::from_utf8_lossy(&fp.stderr).trim()
+            );
+        }
         let fingerprints = String::from_utf8_lossy(&fp.stdout).to_string();
         let file = self.known_hosts_file(t)?;
         eprintln!(
@@ -376,7 +461,10 @@ impl Ssh {
 
 impl Drop for Ssh {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| *d != self.dir);
+        close_all(&self.dir);
     }
 }
 
@@ -407,6 +495,8 @@ fn private_dir() -> Result<PathBuf> {
 pub enum Failure {
     UnknownHostKey,
     ChangedHostKey,
+    /// The host answered, but nothing listens on the SSH port.
+    Refused,
     Unreachable,
     Denied,
     Other,
@@ -421,8 +511,9 @@ pub fn classify(text: &str) -> Failure {
         Failure::UnknownHostKey
     } else if text.contains("Permission denied") {
         Failure::Denied
+    } else if text.contains("Connection refused") {
+        Failure::Refused
     } else if [
-        "Connection refused",
         "timed out",
         "No route to host",
         "Network is unreachable",
@@ -440,7 +531,9 @@ pub fn classify(text: &str) -> Failure {
 }
 
 impl Failure {
-    pub fn message(&self, t: &Target, timeout: u64, text: &str) -> String {
+    /// What went wrong and what to do; `known_hosts` is the file ssh reads
+    /// for this host (named in the changed-key advice).
+    pub fn message(&self, t: &Target, timeout: u64, text: &str, known_hosts: &Path) -> String {
         let why = text
             .lines()
             .rfind(|l| !l.starts_with("debug") && !l.trim().is_empty())
@@ -450,9 +543,10 @@ impl Failure {
         let at = format!("{}:{}", t.address, t.port);
         match self {
             Failure::ChangedHostKey => format!(
-                "{}: the host key of {at} CHANGED since it was trusted; if the Pi was reinstalled, remove the old key with `ssh-keygen -R '{}'` and try again, otherwise someone may be intercepting the connection",
+                "{}: the host key of {at} CHANGED since it was trusted; if the Pi was reinstalled, remove the old key with `ssh-keygen -R {} -f {}` and try again, otherwise someone may be intercepting the connection",
                 t.name,
-                t.known_hosts_name()
+                quote(&t.known_hosts_name()),
+                quote(&known_hosts.display().to_string())
             ),
             Failure::UnknownHostKey => format!(
                 "{}: the host key of {at} is not known and was not accepted ({why})",
@@ -462,6 +556,10 @@ impl Failure {
                 "{}: {} refused our SSH key ({why}); check keys/authorized_keys and that your key is loaded (`ssh-add -l`)",
                 t.name,
                 t.destination()
+            ),
+            Failure::Refused => format!(
+                "{}: {} answered but refused the connection on port {} ({why}): sshd is not running or listens on another port; check `port` in hosts/fleet.toml and sshd on the Pi",
+                t.name, t.address, t.port
             ),
             Failure::Unreachable => format!(
                 "{}: unreachable at {at} within {timeout} s ({why}); is it powered and on the network?",
@@ -517,11 +615,22 @@ pub fn fingerprints(keys: &[String], scratch: &Path) -> Result<Vec<String>> {
         .output()
         .context("cannot run ssh-keygen (apt-get install openssh-client)")?;
     let _ = std::fs::remove_file(scratch);
-    Ok(String::from_utf8_lossy(&out.stdout)
+    let found: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|w| w.starts_with("SHA256:"))
         .map(String::from)
-        .collect())
+        .collect();
+    if !out.status.success() || found.len() != keys.len() {
+        bail!(
+            "`ssh-keygen -lf {}` read {} of {} authorized key(s) ({}); the lock-out guard cannot check them",
+            scratch.display(),
+            found.len(),
+            keys.len(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -565,6 +674,10 @@ mod tests {
         assert_eq!(
             classify("root@x: Permission denied (publickey)."),
             Failure::Denied
+        );
+        assert_eq!(
+            classify("ssh: connect to host 127.0.0.1 port 2: Connection refused"),
+            Failure::Refused
         );
     }
 

@@ -24,6 +24,7 @@ fn base() -> Option<std::path::PathBuf> {
 
 struct Run {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
     took: Duration,
@@ -39,6 +40,7 @@ fn xtask(f: &Fleet, args: &[&str], stdin: &str) -> Run {
     let out = cmd.output().unwrap();
     let r = Run {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
         took: start.elapsed(),
@@ -54,11 +56,21 @@ fn xtask(f: &Fleet, args: &[&str], stdin: &str) -> Run {
     r
 }
 
+/// `status HOST --json`, its exit code checked against what it says:
+/// 0 in sync and booting what runs, 3 reachable but not, 2 unreachable.
 fn status_json(f: &Fleet, host: &str) -> serde_json::Value {
     let r = xtask(f, &["status", host, "--json"], "");
-    assert!(r.ok);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    v[0].clone()
+    let s = v[0].clone();
+    let want = if s["reachable"] != true {
+        2
+    } else if s["sync"] == "in sync" && s["next_boot_differs"] == false && s["nixos"] == true {
+        0
+    } else {
+        3
+    };
+    assert_eq!(r.code, Some(want), "status exit code for {s}");
+    s
 }
 
 #[test]
@@ -240,10 +252,19 @@ fn failed_activation_rolls_back_at_once() {
     let new = f.build("pi-a");
     let r = xtask(&f, &["deploy", "pi-a"], "");
     assert!(!r.ok);
+    // The activation's own error, not nix-env's "switching profile from version …".
     assert!(
-        r.stdout.contains("activation failed") && r.stdout.contains("rolled back to generation 1"),
+        r.stdout.contains(
+            "activation failed: fake activation failure; pi-a rolled itself back to generation 1"
+        ),
         "{}",
         r.stdout
+    );
+    assert!(!r.stdout.contains("switching profile"), "{}", r.stdout);
+    let line = r.stdout.lines().find(|l| l.starts_with("pi-a ")).unwrap();
+    assert!(
+        line.contains("ROLLED BACK") && line.contains("1 (unchanged)"),
+        "{line}"
     );
     assert_eq!(f.generation("pi-a"), 1);
     assert_eq!(f.current("pi-a"), old);
