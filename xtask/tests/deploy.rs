@@ -829,8 +829,9 @@ fn sigterm_leaves_no_ssh_master_or_temp_folder() {
     let mut f = Fleet::new(&base, &["pi-a"]);
     f.boot_all();
     f.set("pi-a", &Spec::version("1").mode("slow"));
-    let tmp = f.work().join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+    // Short: ssh's socket paths must stay under 108 bytes.
+    let tmp_dir = fakepi::TempDir::new("pxt");
+    let tmp = tmp_dir.0.clone();
     let child = spawn(
         &f,
         &f.repo(),
@@ -852,10 +853,12 @@ fn sigterm_leaves_no_ssh_master_or_temp_folder() {
         if activating {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the deploy never reached activation"
-        );
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "the deploy never reached activation: {}",
+                finish(child).stdout
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let killed = std::process::Command::new("kill")
