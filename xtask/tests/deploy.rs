@@ -270,7 +270,8 @@ fn deploy_all_in_parallel_with_one_host_down() {
     let line = r.stdout.lines().find(|l| l.starts_with("pi-e ")).unwrap();
     assert!(line.contains("UNREACHABLE"), "{line}");
     assert!(
-        r.stdout.contains("pi-e: unreachable at 127.0.0.1:"),
+        r.stdout
+            .contains("pi-e: 127.0.0.1 answered but refused the connection on port"),
         "{}",
         r.stdout
     );

@@ -378,9 +378,15 @@ fn verdict(o: &Outcome) -> String {
         m.clone()
     } else if m.contains("rolled back to") || m.contains("rolled itself back") {
         "ROLLED BACK".into()
-    } else if m.starts_with("lock-out guard") || m.starts_with("preflight") {
+    } else if m.starts_with("lock-out guard")
+        || m.starts_with("preflight")
+        || m.starts_with("refused:")
+    {
         "REFUSED".into()
-    } else if m.contains("unreachable") || m.contains("accepts no new SSH connection") {
+    } else if m.contains("unreachable")
+        || m.contains("refused the connection on port")
+        || m.contains("gave no outcome within")
+    {
         "UNREACHABLE".into()
     } else {
         "FAILED".into()
