@@ -934,3 +934,46 @@ fn problems_of_other_hosts_do_not_block_a_deploy_and_show_in_status() {
     assert_eq!(r.code, Some(3), "{}", r.stdout);
     assert!(r.stdout.contains("not NixOS"), "{}", r.stdout);
 }
+
+#[test]
+fn a_host_dying_mid_activation_is_not_reported_as_switched() {
+    let Some(base) = base() else { return };
+    let mut f = Fleet::new(&base, &["pi-a"]);
+    f.boot_all();
+    f.set("pi-a", &Spec::version("1").mode("slow"));
+    let child = spawn(
+        &f,
+        &f.repo(),
+        &[
+            "deploy",
+            "pi-a",
+            "--activation-timeout",
+            "5",
+            "--confirm-timeout",
+            "5",
+        ],
+        &[],
+    );
+    let start = Instant::now();
+    loop {
+        let marker = f.ssh_try("pi-a", "ls /run/pi-nixos/*/started 2>/dev/null || true");
+        if marker.is_ok_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no activation");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Power off during the 4 s activation.
+    std::thread::sleep(Duration::from_millis(1500));
+    f.stop("pi-a");
+    let r = finish(child);
+    assert!(!r.ok);
+    let line = r.stdout.lines().find(|l| l.starts_with("pi-a ")).unwrap();
+    assert!(
+        line.contains("UNREACHABLE") && line.contains("1 → ?"),
+        "{line}"
+    );
+    assert!(!r.stdout.contains("1 → 2"), "{}", r.stdout);
+    // Waited no longer than activation + confirm timeout + the stated grace.
+    assert!(start.elapsed() < Duration::from_secs(5 + 5 + 60 + 10));
+}
