@@ -443,6 +443,13 @@ impl Ssh {
             .arg(t.destination())
             .output()
             .context("cannot run ssh -G")?;
+        if !out.status.success() {
+            bail!(
+                "`ssh -G` failed for {}: {}",
+                t.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         let file = text
             .lines()
