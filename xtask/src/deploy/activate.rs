@@ -234,10 +234,10 @@ fn confirm(
                         super::secs(asked)
                     ));
                 }
-                if let Some(c) = parse_confirm(&answer) {
-                    if c != Confirm::NotStarted || asked.elapsed() > Duration::from_secs(30) {
-                        return c;
-                    }
+                if let Some(c) = parse_confirm(&answer)
+                    && (c != Confirm::NotStarted || asked.elapsed() > Duration::from_secs(30))
+                {
+                    return c;
                 }
                 last = answer;
             }
