@@ -10,6 +10,7 @@ mod exec;
 mod flash;
 mod git;
 mod image;
+mod interrupt;
 mod inventory;
 mod nix;
 mod repo;

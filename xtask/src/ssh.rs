@@ -15,8 +15,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,47 +28,6 @@ pub const CONNECT_TIMEOUT: u64 = 5;
 
 /// Serialises host key questions between parallel hosts.
 static ASK: Mutex<()> = Mutex::new(());
-
-/// The private folders of live [`Ssh`]s, closed on SIGTERM/SIGINT/SIGHUP.
-static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-/// The signal received, 0 for none.
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-static WATCH: Once = Once::new();
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
-}
-
-/// From the first [`Ssh`] on, SIGTERM, SIGINT and SIGHUP close every
-/// master connection and remove the sockets' folder before exiting
-/// (128 + signal), so an interrupted run leaves nothing behind here.
-fn watch_signals() {
-    WATCH.call_once(|| {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        // SAFETY: the handler only stores to an atomic.
-        unsafe {
-            libc::signal(libc::SIGTERM, handler);
-            libc::signal(libc::SIGINT, handler);
-            libc::signal(libc::SIGHUP, handler);
-        }
-        std::thread::spawn(|| {
-            loop {
-                std::thread::sleep(Duration::from_millis(50));
-                let sig = SIGNAL.load(Ordering::SeqCst);
-                if sig != 0 {
-                    let dirs = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-                    for d in &dirs {
-                        close_all(d);
-                    }
-                    eprintln!(
-                        "interrupted (signal {sig}): SSH master connections closed, temporary files removed; a host being activated finishes or rolls back by itself (`cargo xtask status`)"
-                    );
-                    std::process::exit(128 + sig);
-                }
-            }
-        });
-    });
-}
 
 /// Closes every master connection whose socket is in `dir`, removes `dir`.
 fn close_all(dir: &Path) {
@@ -173,10 +131,9 @@ pub struct Ssh {
 impl Ssh {
     pub fn new(connect_timeout: u64) -> Result<Ssh> {
         let dir = private_dir()?;
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(dir.clone());
-        watch_signals();
+        // Interrupted, the run still closes its masters and removes the folder.
+        let d = dir.clone();
+        crate::interrupt::on_exit(&dir.display().to_string(), move || close_all(&d));
         Ok(Ssh {
             config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
             connect_timeout,
@@ -468,9 +425,7 @@ impl Ssh {
 
 impl Drop for Ssh {
     fn drop(&mut self) {
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|d| *d != self.dir);
+        crate::interrupt::forget(&self.dir.display().to_string());
         close_all(&self.dir);
     }
 }
