@@ -3,7 +3,8 @@
 //! 128 + the signal, so an interrupted run leaves nothing behind.
 //!
 //! The handler only stores the signal in an atomic; a watcher thread does
-//! the work. Installed by the first [`on_exit`].
+//! the work: SIGTERM to our child processes (ssh, nix), then the clean-ups.
+//! Installed by the first [`on_exit`].
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, Once};
@@ -40,6 +41,7 @@ pub fn on_exit(key: &str, cleanup: impl FnOnce() + Send + 'static) {
                 std::thread::sleep(Duration::from_millis(50));
                 let sig = SIGNAL.load(Ordering::SeqCst);
                 if sig != 0 {
+                    stop_children();
                     let all = std::mem::take(&mut *CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()));
                     for (_, cleanup) in all {
                         cleanup();
@@ -52,6 +54,31 @@ pub fn on_exit(key: &str, cleanup: impl FnOnce() + Send + 'static) {
             }
         });
     });
+}
+
+/// SIGTERM to every child process (ssh, nix): as a shell does to its job.
+fn stop_children() {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str())
+            && let Ok(pid) = p.file_name().to_string_lossy().parse::<libc::pid_t>()
+        {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
 }
 
 /// Drops the clean-up registered under `key` (its owner cleaned up).

@@ -869,16 +869,25 @@ fn sigterm_leaves_no_ssh_master_or_temp_folder() {
     assert!(killed.success());
     let r = finish(child);
     assert_eq!(r.code, Some(128 + 15), "{}", r.stderr);
-    // No SSH process of the run is left, nor its temp folder.
-    std::thread::sleep(Duration::from_millis(500));
+    // No SSH process of the run is left (given 3 s to go), nor its temp folder.
     let tmp_s = tmp.display().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&tmp_s))
-        .collect();
-    assert!(left.is_empty(), "left running: {left:?}");
+    let gone = Instant::now();
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&tmp_s))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(3),
+            "left running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let files: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(files.is_empty(), "left in the temp dir: {files:?}");
     // The Pi finished the activation by itself; the lock is free.
