@@ -12,13 +12,17 @@
 //! `PI_NIXOS_SSH_CONFIG=<file>` makes every ssh call use that ssh_config
 //! instead of `~/.ssh/config` (a fleet-specific key or known_hosts file).
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod failure;
+mod keys;
+pub use failure::{Failure, classify};
+pub use keys::{fingerprints, used_key};
 
 /// Environment variable naming an ssh_config file to use instead of ~/.ssh/config.
 pub const CONFIG_ENV: &str = "PI_NIXOS_SSH_CONFIG";
@@ -308,119 +312,6 @@ impl Ssh {
             .stderr(Stdio::null())
             .status();
     }
-
-    /// First contact: show the host's key fingerprint and ask whether to trust it.
-    fn ask_host_key(&self, t: &Target) -> Result<()> {
-        let _guard = ASK.lock().unwrap_or_else(|e| e.into_inner());
-        let scan = Command::new("ssh-keyscan")
-            .args(["-T", &self.connect_timeout.to_string(), "-p"])
-            .arg(t.port.to_string())
-            .arg(&t.address)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run ssh-keyscan (apt-get install openssh-client)")?;
-        let keys = String::from_utf8_lossy(&scan.stdout).to_string();
-        if keys.trim().is_empty() {
-            bail!(
-                "{}: the host key is unknown and ssh-keyscan got none from {}:{}",
-                t.name,
-                t.address,
-                t.port
-            );
-        }
-        let tmp = self.dir.join(format!("{}.scan", t.name));
-        std::fs::write(&tmp, &keys)?;
-        let fp = Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(&tmp)
-            .output()
-            .context("cannot run ssh-keygen (apt-get install openssh-client)")?;
-        if !fp.status.success() {
-            bail!(
-                "{}: `ssh-keygen -lf` failed on the keys ssh-keyscan got: {}",
-                t.name,
-                String::from_utf8_lossy(&fp.stderr).trim()
-            );
-        }
-        let fingerprints = String::from_utf8_lossy(&fp.stdout).to_string();
-        let file = self.known_hosts_file(t)?;
-        eprintln!(
-            "{}: first contact with {} — its host key is not in {}:\n{}",
-            t.name,
-            t.known_hosts_name(),
-            file.display(),
-            fingerprints.trim_end()
-        );
-        eprint!(
-            "compare with the key the Pi shows (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it); trust it? [y/N] "
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let stdin = std::io::stdin();
-        let read = stdin.lock().read_line(&mut answer).unwrap_or(0);
-        if read == 0 || !matches!(answer.trim(), "y" | "Y" | "yes") {
-            let how = if std::io::stdin().is_terminal() {
-                ""
-            } else {
-                " (no answer: stdin is not a terminal)"
-            };
-            bail!(
-                "{}: host key not trusted{how}; run the command in a terminal and answer y after checking the fingerprint, or add the key to {} yourself",
-                t.name,
-                file.display()
-            );
-        }
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&file)
-            .with_context(|| format!("cannot write {}", file.display()))?;
-        for line in keys
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
-            writeln!(f, "{line}")?;
-        }
-        eprintln!("{}: host key added to {}", t.name, file.display());
-        Ok(())
-    }
-
-    /// The known_hosts file ssh reads for `t` (first `UserKnownHostsFile`).
-    fn known_hosts_file(&self, t: &Target) -> Result<PathBuf> {
-        let mut c = Command::new("ssh");
-        if let Some(cfg) = &self.config {
-            c.arg("-F").arg(cfg);
-        }
-        let out = c
-            .arg("-G")
-            .args(["-p", &t.port.to_string()])
-            .arg(t.destination())
-            .output()
-            .context("cannot run ssh -G")?;
-        if !out.status.success() {
-            bail!(
-                "`ssh -G` failed for {}: {}",
-                t.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let file = text
-            .lines()
-            .find_map(|l| l.strip_prefix("userknownhostsfile "))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("~/.ssh/known_hosts")
-            .to_string();
-        Ok(match file.strip_prefix("~/") {
-            Some(rest) => {
-                PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest)
-            }
-            None => PathBuf::from(file),
-        })
-    }
 }
 
 impl Drop for Ssh {
@@ -452,95 +343,6 @@ fn private_dir() -> Result<PathBuf> {
     )
 }
 
-/// Why a connection failed.
-#[derive(Debug, PartialEq)]
-pub enum Failure {
-    UnknownHostKey,
-    ChangedHostKey,
-    /// The host answered, but nothing listens on the SSH port.
-    Refused,
-    Unreachable,
-    Denied,
-    Other,
-}
-
-pub fn classify(text: &str) -> Failure {
-    if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        Failure::ChangedHostKey
-    } else if text.contains("host key is known for")
-        || text.contains("Host key verification failed")
-    {
-        Failure::UnknownHostKey
-    } else if text.contains("Permission denied") {
-        Failure::Denied
-    } else if text.contains("Connection refused") {
-        Failure::Refused
-    } else if [
-        "timed out",
-        "No route to host",
-        "Network is unreachable",
-        "Could not resolve hostname",
-        "Connection closed by",
-        "Connection reset",
-    ]
-    .iter()
-    .any(|s| text.contains(s))
-    {
-        Failure::Unreachable
-    } else {
-        Failure::Other
-    }
-}
-
-impl Failure {
-    /// What went wrong and what to do; `known_hosts` is the file ssh reads
-    /// for this host (named in the changed-key advice).
-    pub fn message(&self, t: &Target, timeout: u64, text: &str, known_hosts: &Path) -> String {
-        let why = text
-            .lines()
-            .rfind(|l| !l.starts_with("debug") && !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let at = format!("{}:{}", t.address, t.port);
-        match self {
-            Failure::ChangedHostKey => format!(
-                "{}: the host key of {at} CHANGED since it was trusted; if the Pi was reinstalled, remove the old key with `ssh-keygen -R {} -f {}` and try again, otherwise someone may be intercepting the connection",
-                t.name,
-                quote(&t.known_hosts_name()),
-                quote(&known_hosts.display().to_string())
-            ),
-            Failure::UnknownHostKey => format!(
-                "{}: the host key of {at} is not known and was not accepted ({why})",
-                t.name
-            ),
-            Failure::Denied => format!(
-                "{}: {} refused our SSH key ({why}); check keys/authorized_keys and that your key is loaded (`ssh-add -l`)",
-                t.name,
-                t.destination()
-            ),
-            Failure::Refused => format!(
-                "{}: {} answered but refused the connection on port {} ({why}): sshd is not running or listens on another port; check `port` in hosts/fleet.toml and sshd on the Pi",
-                t.name, t.address, t.port
-            ),
-            Failure::Unreachable => format!(
-                "{}: unreachable at {at} within {timeout} s ({why}); is it powered and on the network?",
-                t.name
-            ),
-            Failure::Other => format!("{}: ssh to {at} failed: {why}", t.name),
-        }
-    }
-}
-
-/// The fingerprint in `Server accepts key: <name> <TYPE> SHA256:<fp> …`.
-pub fn used_key(log: &str) -> Option<String> {
-    log.lines()
-        .filter(|l| l.contains("Server accepts key:"))
-        .flat_map(|l| l.split_whitespace())
-        .find(|w| w.starts_with("SHA256:"))
-        .map(String::from)
-}
-
 /// Runs `cmd` with stdin closed, killing it after `limit`.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
     let mut child = cmd
@@ -565,36 +367,6 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
     }
 }
 
-/// Fingerprints (`SHA256:…`) of authorized_keys lines, by ssh-keygen.
-pub fn fingerprints(keys: &[String], scratch: &Path) -> Result<Vec<String>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    std::fs::write(scratch, keys.join("\n") + "\n")?;
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(scratch)
-        .output()
-        .context("cannot run ssh-keygen (apt-get install openssh-client)")?;
-    let _ = std::fs::remove_file(scratch);
-    let found: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|w| w.starts_with("SHA256:"))
-        .map(String::from)
-        .collect();
-    if !out.status.success() || found.len() != keys.len() {
-        bail!(
-            "`ssh-keygen -lf {}` read {} of {} authorized key(s) ({}); the lock-out guard cannot check them",
-            scratch.display(),
-            found.len(),
-            keys.len(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,38 +387,5 @@ mod tests {
             r#"sh -c 'echo "$1"' sh 'a b'"#
         );
         assert!(remote_command("pi", "true", &[]).starts_with("sudo -n sh -c"));
-    }
-
-    #[test]
-    fn classifies_failures() {
-        assert_eq!(
-            classify(
-                "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed."
-            ),
-            Failure::UnknownHostKey
-        );
-        assert_eq!(
-            classify("@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
-            Failure::ChangedHostKey
-        );
-        assert_eq!(
-            classify("ssh: connect to host 10.0.0.9 port 22: Connection timed out"),
-            Failure::Unreachable
-        );
-        assert_eq!(
-            classify("root@x: Permission denied (publickey)."),
-            Failure::Denied
-        );
-        assert_eq!(
-            classify("ssh: connect to host 127.0.0.1 port 2: Connection refused"),
-            Failure::Refused
-        );
-    }
-
-    #[test]
-    fn finds_used_key() {
-        let log = "debug1: Offering public key: /k ED25519 SHA256:aaa explicit\ndebug1: Server accepts key: /k ED25519 SHA256:bbb explicit\n";
-        assert_eq!(used_key(log).as_deref(), Some("SHA256:bbb"));
-        assert_eq!(used_key("debug1: nothing"), None);
     }
 }
