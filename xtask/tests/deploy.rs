@@ -515,6 +515,8 @@ fn refusals_change_nothing() {
         "systemd-run",
         "ControlPath=none",
         "AccuracySec",
+        "flock -n 9",
+        "pi-nixos-rollback-$tok-$1",
     ] {
         assert!(r.stdout.contains(needle), "dry run lacks {needle}");
     }
@@ -936,6 +938,13 @@ fn problems_of_other_hosts_do_not_block_a_deploy_and_show_in_status() {
         "{bad}"
     );
     assert_eq!(r.code, Some(2));
+    let r = xtask(&f, &["status", "pi-bad"], "");
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stdout.contains("invalid") && r.stdout.contains("not an IP address"),
+        "{}",
+        r.stdout
+    );
 
     // A reachable host without /etc/NIXOS: shown as such, exit 3.
     f.ssh("pi-a", "rm /etc/NIXOS");
