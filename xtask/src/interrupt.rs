@@ -81,6 +81,15 @@ fn stop_children() {
     }
 }
 
+/// Once a signal arrived, never returns: the clean-up thread ends the
+/// process with 128 + the signal (so the main thread, seeing its children
+/// stopped, cannot exit first with another code).
+pub fn settle() {
+    while SIGNAL.load(Ordering::SeqCst) != 0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Drops the clean-up registered under `key` (its owner cleaned up).
 pub fn forget(key: &str) {
     CLEANUPS

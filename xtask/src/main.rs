@@ -69,7 +69,9 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = dispatch(cli) {
+    let result = dispatch(cli);
+    interrupt::settle();
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
