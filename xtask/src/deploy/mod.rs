@@ -557,6 +557,21 @@ mod tests {
     }
 
     #[test]
+    fn generations_column() {
+        let o = |old, new, unknown| Outcome {
+            ok: false,
+            result: String::new(),
+            old,
+            new,
+            unknown,
+            duration: Duration::default(),
+        };
+        assert_eq!(o(Some(2), Some(3), false).generations(), "2 → 3");
+        assert_eq!(o(Some(2), None, false).generations(), "2 (unchanged)");
+        assert_eq!(o(Some(2), Some(3), true).generations(), "2 → ?");
+    }
+
+    #[test]
     fn run_ids_differ_within_a_second() {
         let a = run_id("deploy");
         let b = run_id("deploy");
