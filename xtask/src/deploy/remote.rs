@@ -147,7 +147,7 @@ confirm)
     [ -e "$d/activated" ] || { echo activating; exit 0; }
     if mkdir "$d/decided" 2>/dev/null; then
       echo confirmed > "$d/result"
-      disarm confirm; disarm activation
+      disarm confirm
       echo confirmed
       exit 0
     fi
