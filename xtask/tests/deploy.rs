@@ -775,6 +775,8 @@ fn a_cut_connection_during_a_failing_activation_is_learned_from_the_pi() {
         "{}",
         r.stdout
     );
+    // The activation's own connection was cut (ssh's 255), the outcome came from the Pi.
+    assert!(r.stderr.contains("(exit status: 255)"), "{}", r.stderr);
     // Learned as soon as the Pi answers again, not after the 15 minutes of "pending".
     assert!(r.took < Duration::from_secs(30), "took {:?}", r.took);
     assert_eq!(f.current("pi-a"), old);
