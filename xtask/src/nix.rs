@@ -9,6 +9,8 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::exec;
 
+pub mod version;
+
 /// `nix` with flakes and the new CLI enabled for this call.
 pub fn nix(sh: &Shell) -> Cmd<'_> {
     cmd!(sh, "nix --extra-experimental-features").arg("nix-command flakes")

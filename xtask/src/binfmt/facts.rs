@@ -12,7 +12,8 @@ use xshell::Shell;
 
 use super::elf::{self, Linkage};
 use super::entry::{self, Entry};
-use super::{nixconf, probe};
+use super::{install, nixconf, probe};
+use crate::nix::version;
 use crate::{exec, nix};
 
 pub const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
@@ -44,6 +45,9 @@ pub struct Facts {
     /// that registers an aarch64 interpreter at boot.
     pub boot_rule: Option<(PathBuf, Entry)>,
     pub nix: Option<NixFacts>,
+    /// Where a new enough Nix would come from: set when Nix is missing or
+    /// too old for nixpkgs 26.05 (from /etc/os-release and apt-cache).
+    pub nix_source: Option<install::Source>,
     pub elf_probe: Result<(), String>,
     pub nix_probe: Option<Result<String, String>>,
 }
@@ -64,6 +68,8 @@ pub struct Binfmt {
 pub struct NixFacts {
     pub version_text: String,
     pub version: Option<(u32, u32)>,
+    /// Whether this Nix can evaluate nixpkgs 26.05.
+    pub gate: Result<version::Installed, version::Unusable>,
     pub flavour: Flavour,
     /// Whether builds by this user go through nix-daemon.
     pub uses_daemon: bool,
@@ -139,6 +145,10 @@ pub fn gather(sh: &Shell, nix_probe: bool) -> Facts {
     let binfmt = read_binfmt();
     let interpreter = find_interpreter(&binfmt);
     let nix = nix::installed().then(|| gather_nix(sh));
+    let nix_source = nix
+        .as_ref()
+        .is_none_or(|n| n.gate.is_err())
+        .then(|| nix_source(sh, &os));
     let elf_probe = run_elf_probe(sh);
     let nix_probe = (nix_probe && nix.is_some()).then(|| run_nix_probe(sh));
     Facts {
@@ -153,9 +163,21 @@ pub fn gather(sh: &Shell, nix_probe: bool) -> Facts {
         interpreter,
         boot_rule: find_boot_rule(),
         nix,
+        nix_source,
         elf_probe,
         nix_probe,
     }
+}
+
+/// Where to get a new enough Nix: asks apt for nix-bin's candidate version.
+fn nix_source(sh: &Shell, os_release: &str) -> install::Source {
+    let policy = if exec::have("apt-cache") {
+        let cmd = xshell::cmd!(sh, "apt-cache policy nix-bin").env("LC_ALL", "C");
+        exec::read(cmd).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    install::choose(os_release, &policy)
 }
 
 fn read_binfmt() -> Binfmt {
@@ -276,6 +298,14 @@ fn current_user() -> User {
     }
 }
 
+/// Whether /etc/group has a group of that name.
+pub fn group_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').next() == Some(name))
+}
+
 /// Users in a group by /etc/group and /etc/passwd (members and those whose
 /// primary group it is), whatever this process's own groups are.
 pub fn group_members(name: &str) -> Vec<String> {
@@ -306,6 +336,7 @@ pub fn group_members(name: &str) -> Vec<String> {
 fn gather_nix(sh: &Shell) -> NixFacts {
     let version_text = exec::read(xshell::cmd!(sh, "nix --version")).unwrap_or_default();
     let version = nixconf::parse_version(&version_text);
+    let gate = version::judge(&version_text);
     let root = current_uid() == Some(0);
     let flavour = flavour();
     let uses_daemon = match std::env::var("NIX_REMOTE").as_deref() {
@@ -341,6 +372,7 @@ fn gather_nix(sh: &Shell) -> NixFacts {
     NixFacts {
         version_text,
         version,
+        gate,
         flavour,
         uses_daemon,
         config,

@@ -26,15 +26,7 @@ pub fn words<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Vec<&'a str
 /// `(major, minor)` from `nix --version`: `nix (Nix) 2.8.0`,
 /// `nix (Determinate Nix 3.6.2) 2.29.0`, `nix (Nix) 2.24.10pre`.
 pub fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let last = text.split_whitespace().last()?;
-    let mut parts = last.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor: String = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    Some((major, minor.parse().ok()?))
+    crate::nix::version::Installed::parse(text).map(|i| (i.version.major, i.version.minor))
 }
 
 /// Whether a path is made available by `sandbox-paths` entries

@@ -33,7 +33,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     if nix::installed() {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);
-        problems.extend(check_flake_inventory(&sh, &fleet));
+        match nix::version::require() {
+            Ok(_) => problems.extend(check_flake_inventory(&sh, &fleet)),
+            Err(e) => problems.push(Problem::new(
+                "flake.nix",
+                0,
+                format!("the flake was not evaluated: {}", e.reason()),
+                nix::version::FIX,
+            )),
+        }
     } else {
         skipped.push(
             "nix is not installed: .nix files were not parsed and the flake's inventory was not compared (run `cargo xtask setup-binfmt` or see documentation/getting nix ready.md)"

@@ -86,6 +86,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         deploy::print_plans(&ctx, &hosts, None);
         return Ok(());
     }
+    crate::nix::version::require()?;
     deploy::run_hosts(
         root,
         "deploy",

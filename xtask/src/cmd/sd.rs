@@ -241,6 +241,8 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         refusals.push(
             "nix is not installed: install it (see documentation/getting nix ready.md), then run `cargo xtask setup-binfmt`".to_string(),
         );
+    } else if let Err(e) = nix::version::require() {
+        refusals.push(e.to_string());
     }
     let build_host = args.build_host.clone().or_else(|| host.build_host.clone());
     let emulated = build_host.is_none() && std::env::consts::ARCH != "aarch64";
