@@ -456,6 +456,114 @@ pub fn shown(step: &Step, root: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::binfmt::tests::{debian_12_nix, good};
+    use crate::nix::version::Version;
+
+    fn shown_steps(a: &Action) -> Vec<String> {
+        a.steps.iter().map(|s| shown(s, true)).collect()
+    }
+
+    #[test]
+    fn debian_12_nix_is_replaced_by_the_official_installer() {
+        let f = debian_12_nix();
+        let mut packages = Vec::new();
+        let actions = install_nix_actions(&f, &mut packages);
+        assert_eq!(actions.len(), 2, "{actions:#?}");
+        assert!(actions.iter().all(|a| a.installs));
+        assert!(
+            actions[0]
+                .why
+                .starts_with("remove the distribution's Nix 2.8.0: its packages, its build users and group nixbld"),
+            "{}",
+            actions[0].why
+        );
+        assert_eq!(
+            shown_steps(&actions[0])[0],
+            "apt-get remove -y nix-bin nix-setup-systemd"
+        );
+        assert!(actions[1].why.starts_with("install Nix with the official multi-user installer (Debian GNU/Linux 12 (bookworm)'s nix-bin is 2.8.0"));
+        // Printed as typed, never through sudo: the installer asks for sudo itself.
+        assert_eq!(
+            shown_steps(&actions[1]),
+            ["curl -L https://nixos.org/nix/install | sh -s -- --daemon"]
+        );
+        assert_eq!(
+            shown(&actions[1].steps[0], false),
+            install::OFFICIAL_INSTALLER
+        );
+        assert!(!packages.contains(&"nix-bin"));
+        // The whole plan: the old Nix's nix.conf is left alone, it is going away.
+        let plan = plan(&f, true);
+        assert!(
+            plan.iter().all(|a| !a.why.starts_with("update ")),
+            "{plan:#?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|a| a.why.starts_with("install Nix with the official"))
+        );
+        // Without --install-nix: nothing about Nix.
+        assert!(plan_without_nix(&f));
+    }
+
+    fn plan_without_nix(f: &Facts) -> bool {
+        plan(f, false)
+            .iter()
+            .all(|a| !a.why.contains("Nix with") && !a.why.contains("nix-bin"))
+    }
+
+    #[test]
+    fn the_build_users_go_before_their_group() {
+        let n = debian_12_nix().nix.unwrap();
+        let users: Vec<String> = ["nixbld10", "nixbld2", "nixbld1"]
+            .map(String::from)
+            .to_vec();
+        let steps = shown_steps(&remove_distribution_nix(&n, &users));
+        assert_eq!(
+            steps[..5],
+            [
+                "apt-get remove -y nix-bin nix-setup-systemd",
+                "userdel nixbld1",
+                "userdel nixbld2",
+                "userdel nixbld10",
+                "groupdel nixbld",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_enough_distribution_package_is_installed_or_upgraded() {
+        let mut f = debian_12_nix();
+        f.nix_source = Some(Source::Distribution {
+            version: Version::new(2, 26, 3),
+        });
+        let mut packages = Vec::new();
+        assert!(install_nix_actions(&f, &mut packages).is_empty());
+        assert_eq!(packages, install::PACKAGES);
+        let plan = plan(&f, true);
+        assert!(
+            plan[0].why.contains("nix-bin, nix-setup-systemd"),
+            "{plan:#?}"
+        );
+        assert!(plan[0].installs);
+        f.nix = None;
+        let mut packages = Vec::new();
+        assert!(install_nix_actions(&f, &mut packages).is_empty());
+        assert_eq!(packages, install::PACKAGES);
+    }
+
+    #[test]
+    fn nothing_to_install_when_nix_is_new_enough_or_not_packaged() {
+        let f = good();
+        let mut packages = Vec::new();
+        assert!(install_nix_actions(&f, &mut packages).is_empty());
+        assert!(packages.is_empty());
+        // An old Nix of the official installer upgrades itself (the checklist says how).
+        let mut f = debian_12_nix();
+        f.nix.as_mut().unwrap().flavour = Flavour::Official { multi_user: true };
+        assert!(install_nix_actions(&f, &mut packages).is_empty());
+        assert!(packages.is_empty());
+    }
 
     #[test]
     fn platforms_keep_i686_and_others() {
