@@ -43,7 +43,6 @@ fn same_derivation_is_built_again() {
     if !common::prerequisite(common::need_nix()) {
         return;
     }
-    let before = machine_store();
     let (path, stderr) = build("shared");
     assert!(stderr.contains("building '/nix/store/"), "not built: {stderr}");
     // The test thread itself sees its private store.
@@ -59,9 +58,14 @@ fn same_derivation_is_built_again() {
     })
     .join()
     .unwrap();
-    let after = machine_store();
-    assert_eq!(after, before, "the machine's /nix/store changed");
-    assert!(!after.iter().any(|p| p.ends_with("-nixenv-shared")));
+    // (Other processes may use the machine's store meanwhile: look for
+    // this test's derivation only.)
+    let machine = machine_store();
+    assert!(!machine.is_empty(), "cannot read the machine's /nix/store");
+    assert!(
+        !machine.iter().any(|p| p.contains("-nixenv-shared")),
+        "the build went to the machine's store"
+    );
 }
 
 #[test]
