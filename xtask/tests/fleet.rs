@@ -4,13 +4,11 @@ mod common;
 
 use std::fs;
 
-use common::{TEST_KEY, fixture_fleet, need_program, prerequisite, xtask};
+use common::{TEST_KEY, fixture_fleet, prerequisite, xtask};
 use predicates::prelude::*;
 
 fn nix_ready() -> bool {
-    prerequisite(
-        need_program("nix", "nix-bin").or_else(|| need_program("nix-instantiate", "nix-bin")),
-    )
+    prerequisite(common::need_nix())
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn mode(path: &Path) -> u32 {
 
 /// Runs a program and returns its stdout, failing the test on error.
 fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
+    let out = common::command(program).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?}: {}",

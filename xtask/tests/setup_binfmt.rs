@@ -284,7 +284,7 @@ fn daemon_users() {
     );
 }
 
-/// Without Nix (hidden by a bind mount over /usr/bin/nix in the
+/// Without Nix (every `nix` on PATH hidden by a bind mount in the
 /// namespace): --check names both ways to install it, and the fix plan
 /// with --install-nix installs the distribution's packages.
 #[test]
@@ -294,7 +294,7 @@ fn missing_nix() {
     }
     let x = sh_quote(xtask_bin());
     let script = format!(
-        "mount --bind /dev/null \"$(command -v nix)\" || exit 99; \
+        "for n in $(which -a nix); do mount --bind /dev/null \"$n\" || exit 99; done; \
          {x} setup-binfmt --check; echo \"check $?\"; echo ==plan; \
          {x} setup-binfmt --dry-run --install-nix; echo \"plan $?\""
     );
