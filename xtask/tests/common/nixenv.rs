@@ -81,7 +81,10 @@ pub fn missing() -> Option<String> {
         }
     }
     if !Path::new("/nix").is_dir() {
-        return Some("/nix is missing: the private stores are mounted over it (apt-get install nix-bin)".into());
+        return Some(
+            "/nix is missing: the private stores are mounted over it (apt-get install nix-bin)"
+                .into(),
+        );
     }
     None
 }
