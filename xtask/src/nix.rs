@@ -1,6 +1,7 @@
 //! Nix commands, built in one place. They work on Nix 2.8 (Debian 12's
 //! nix-bin) and on current Nix: experimental features are switched on per
-//! call, so no nix.conf change is needed to use flakes.
+//! call, so no nix.conf change is needed to use flakes. Evaluating the
+//! pinned nixpkgs needs Nix 2.18: [`version::require`] decides that.
 
 use std::path::{Path, PathBuf};
 

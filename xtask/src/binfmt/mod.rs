@@ -35,6 +35,9 @@ pub struct Check {
     pub text: String,
     /// What to run or change, when not Ok.
     pub fix: Option<String>,
+    /// The Nix version check, which commands also make on their own
+    /// (`nix::version::require`).
+    pub version_gate: bool,
 }
 
 impl Check {
@@ -43,6 +46,7 @@ impl Check {
             status: Status::Ok,
             text: text.into(),
             fix: None,
+            version_gate: false,
         }
     }
 
@@ -51,6 +55,7 @@ impl Check {
             status: Status::Warn,
             text: text.into(),
             fix: Some(fix.into()),
+            version_gate: false,
         }
     }
 
@@ -59,6 +64,7 @@ impl Check {
             status: Status::Fail,
             text: text.into(),
             fix: Some(fix.into()),
+            version_gate: false,
         }
     }
 }
@@ -94,7 +100,10 @@ pub fn passed(checks: &[Check]) -> bool {
 pub fn ensure_ready(nix_probe: bool) -> Result<()> {
     let sh = Shell::new()?;
     let facts = facts::gather(&sh, nix_probe);
-    ready(&evaluate(&facts))
+    let mut checks = evaluate(&facts);
+    // The caller refuses a too old Nix itself, in the same words.
+    checks.retain(|c| !c.version_gate);
+    ready(&checks)
 }
 
 /// Ok when no check failed, else the error [`ensure_ready`] returns.
@@ -422,7 +431,10 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
         n.flavour.describe()
     )));
     if let Err(e) = &n.gate {
-        checks.push(Check::fail(e.reason(), replace_fix(f, n)));
+        checks.push(Check {
+            version_gate: true,
+            ..Check::fail(e.reason(), replace_fix(f, n))
+        });
     }
     let restart_note = if n.flavour.has_daemon() {
         format!(", then {}", restart(f))
