@@ -207,3 +207,23 @@ fn install_nix_plans_the_official_installer_on_debian_12() {
     }
     assert!(text.contains("$ apt-cache policy nix-bin"), "{text}");
 }
+
+/// The other side of the gate: the tests' current Nix (Debian 13's 2.26.3,
+/// see common/nixenv.rs) passes it, and `check` evaluates the flake.
+#[test]
+fn a_current_nix_passes() {
+    if !prerequisite(common::need_nix()) {
+        return;
+    }
+    let fleet = fleet();
+    let out = xtask(fleet.path()).arg("check").output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("$ nix --version"), "{text}");
+    assert!(!text.contains("too old"), "{text}");
+    assert!(text.contains("#inventory"), "the flake was not evaluated: {text}");
+    assert!(out.status.success(), "{text}");
+}
