@@ -224,6 +224,9 @@ fn a_current_nix_passes() {
     );
     assert!(text.contains("$ nix --version"), "{text}");
     assert!(!text.contains("too old"), "{text}");
-    assert!(text.contains("#inventory"), "the flake was not evaluated: {text}");
+    assert!(
+        text.contains("#inventory"),
+        "the flake was not evaluated: {text}"
+    );
     assert!(out.status.success(), "{text}");
 }

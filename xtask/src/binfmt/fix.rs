@@ -261,8 +261,10 @@ fn install_nix_actions(f: &Facts, packages: &mut Vec<&'static str>) -> Vec<Actio
                 packages.push(install::INSTALLER_NEEDS[1]);
             }
             let mut actions = Vec::new();
-            if let Some(n) = &f.nix {
-                actions.push(remove_distribution_nix(n, &facts::group_members("nixbld")));
+            let build_users = facts::group_members("nixbld");
+            // Also what a removed nix-bin left behind: its build users, /nix.
+            if f.nix.is_some() || facts::group_exists("nixbld") || Path::new("/nix").exists() {
+                actions.push(remove_distribution_nix(f.nix.as_ref(), &build_users));
             }
             actions.push(Action::installing(
                 format!(
@@ -276,19 +278,23 @@ fn install_nix_actions(f: &Facts, packages: &mut Vec<&'static str>) -> Vec<Actio
     }
 }
 
-/// Removes the distribution's Nix so that the official installer can run:
-/// its packages, its build users and group (the installer makes its own,
-/// group ID 30000, and gives up when a `nixbld` group or user with another
-/// ID exists), and moves /nix aside (the installer would adopt an existing
-/// /nix, old store and database included).
-fn remove_distribution_nix(n: &facts::NixFacts, build_users: &[String]) -> Action {
+/// Removes the distribution's Nix (`n`, when still installed) so that the
+/// official installer can run: its packages, its build users and group
+/// (the installer makes its own, group ID 30000, and gives up when a
+/// `nixbld` group or user with another ID exists), and moves /nix aside
+/// (the installer would adopt an existing /nix, old store and database
+/// included).
+fn remove_distribution_nix(n: Option<&facts::NixFacts>, build_users: &[String]) -> Action {
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut argv = vec!["apt-get", "remove", "-y"];
     argv.extend(install::PACKAGES);
-    let mut steps = vec![Step::new(&argv)];
+    let mut steps = Vec::new();
+    if n.is_some() {
+        steps.push(Step::new(&argv));
+    }
     let mut users: Vec<&String> = build_users.iter().collect();
     users.sort_by_key(|u| (u.len(), *u));
     users.dedup();
@@ -302,13 +308,16 @@ fn remove_distribution_nix(n: &facts::NixFacts, build_users: &[String]) -> Actio
     if Path::new("/nix").exists() {
         steps.push(Step::new(&["mv", "/nix", &aside]));
     }
-    let found = match &n.gate {
-        Err(crate::nix::version::Unusable::TooOld(found)) => found.to_string(),
-        _ => format!("Nix {}", n.version_text.trim()),
+    let what = match n.map(|n| &n.gate) {
+        Some(Err(crate::nix::version::Unusable::TooOld(found))) => {
+            format!("remove the distribution's {found}: its packages, its")
+        }
+        Some(_) => "remove the distribution's Nix: its packages, its".to_string(),
+        None => "remove what an earlier Nix left:".to_string(),
     };
     Action::installing(
         format!(
-            "remove the distribution's {found}: its packages, its build users and group nixbld (the official installer makes its own and stops when they exist with other IDs), and move /nix aside to {aside} (delete it once the new Nix works)"
+            "{what} build users and group nixbld (the official installer makes its own and stops when they exist with other IDs), and move /nix aside to {aside} (delete it once the new Nix works)"
         ),
         steps,
     )
@@ -518,7 +527,7 @@ mod tests {
         let users: Vec<String> = ["nixbld10", "nixbld2", "nixbld1"]
             .map(String::from)
             .to_vec();
-        let steps = shown_steps(&remove_distribution_nix(&n, &users));
+        let steps = shown_steps(&remove_distribution_nix(Some(&n), &users));
         assert_eq!(
             steps[..5],
             [
@@ -529,6 +538,21 @@ mod tests {
                 "groupdel nixbld",
             ]
         );
+    }
+
+    #[test]
+    fn what_a_removed_nix_bin_left_goes_too() {
+        // `apt-get remove nix-bin nix-setup-systemd` keeps the build users.
+        let a = remove_distribution_nix(None, &["nixbld1".to_string()]);
+        assert!(
+            a.why
+                .starts_with("remove what an earlier Nix left: build users and group nixbld"),
+            "{}",
+            a.why
+        );
+        let steps = shown_steps(&a);
+        assert_eq!(steps[..2], ["userdel nixbld1", "groupdel nixbld"]);
+        assert!(!steps.iter().any(|s| s.starts_with("apt-get")), "{steps:?}");
     }
 
     #[test]

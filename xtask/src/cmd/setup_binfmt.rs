@@ -50,7 +50,7 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
         println!("nothing to change");
     } else {
         print_plan(&actions, root);
-        if nix_needed && args.install_nix {
+        if nix_needed && args.install_nix && actions.iter().any(|a| a.installs) {
             println!("- then Nix's settings for aarch64, planned once it is installed");
         }
         if args.dry_run {
