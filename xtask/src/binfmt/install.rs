@@ -4,6 +4,7 @@
 //! installer (Debian 12: 2.8, Ubuntu 22.04: 2.6). Decided by [`choose`]
 //! from `/etc/os-release` and `apt-cache policy nix-bin`, a pure function.
 
+use super::facts::{Facts, Flavour, NixFacts};
 use crate::nix::version::{self, Version};
 
 /// The official multi-user installer, as the Nix manual gives it
@@ -111,6 +112,46 @@ pub fn choose(os_release: &str, policy: &str) -> Source {
                 os.pretty_name
             ),
         },
+    }
+}
+
+/// How to get a new enough Nix where none is installed.
+pub fn missing_fix(f: &Facts, apt: &dyn Fn(&str) -> String) -> String {
+    match &f.nix_source {
+        Some(Source::Distribution { version }) => format!(
+            "`cargo xtask setup-binfmt --install-nix` installs the distribution's nix-bin {version} ({})",
+            apt(&PACKAGES.join(" "))
+        ),
+        Some(Source::Official { why }) => format!(
+            "`cargo xtask setup-binfmt --install-nix` runs the official installer ({why}): `{}`",
+            OFFICIAL_INSTALLER
+        ),
+        None => format!(
+            "`cargo xtask setup-binfmt --install-nix`, or the official installer: `{}`",
+            OFFICIAL_INSTALLER
+        ),
+    }
+}
+
+/// How to replace a Nix that is too old for nixpkgs 26.05.
+pub fn replace_fix(f: &Facts, n: &NixFacts) -> String {
+    let guide = "(see documentation/getting nix ready.md)";
+    match (n.flavour, &f.nix_source) {
+        (Flavour::Distribution { .. }, Some(Source::Distribution { version })) => format!(
+            "`cargo xtask setup-binfmt --install-nix` upgrades it to the distribution's nix-bin {version} ({}apt-get install {}) {guide}",
+            super::sudo(f),
+            PACKAGES.join(" ")
+        ),
+        (Flavour::Distribution { .. }, Some(Source::Official { why })) => format!(
+            "`cargo xtask setup-binfmt --install-nix` replaces it with the official installer's Nix ({why}): it removes nix-bin and nix-setup-systemd, their nixbld build users and group, moves /nix aside, then runs `{}`; `--dry-run` shows every command, and it asks first {guide}",
+            OFFICIAL_INSTALLER
+        ),
+        (Flavour::Official { .. }, _) => format!("upgrade it: `sudo -i nix upgrade-nix` {guide}"),
+        _ => format!(
+            "put a Nix {} or newer first in PATH, or install the official one: `{}` {guide}",
+            version::MIN.short(),
+            OFFICIAL_INSTALLER
+        ),
     }
 }
 

@@ -18,7 +18,6 @@ use anyhow::{Result, bail};
 use xshell::Shell;
 
 use facts::{Denied, Facts, Flavour, NixFacts};
-use install::Source;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Status {
@@ -291,7 +290,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             "Nix is not installed",
             format!(
                 "{}\n(see documentation/getting nix ready.md)",
-                install_fix(f, &apt)
+                install::missing_fix(f, &apt)
             ),
         )),
         Some(n) => nix_checks(f, n, &mut checks),
@@ -374,46 +373,6 @@ fn restart(f: &Facts) -> String {
     }
 }
 
-/// How to get a new enough Nix where none is installed.
-fn install_fix(f: &Facts, apt: &dyn Fn(&str) -> String) -> String {
-    match &f.nix_source {
-        Some(Source::Distribution { version }) => format!(
-            "`cargo xtask setup-binfmt --install-nix` installs the distribution's nix-bin {version} ({})",
-            apt(&install::PACKAGES.join(" "))
-        ),
-        Some(Source::Official { why }) => format!(
-            "`cargo xtask setup-binfmt --install-nix` runs the official installer ({why}): `{}`",
-            install::OFFICIAL_INSTALLER
-        ),
-        None => format!(
-            "`cargo xtask setup-binfmt --install-nix`, or the official installer: `{}`",
-            install::OFFICIAL_INSTALLER
-        ),
-    }
-}
-
-/// How to replace a Nix that is too old for nixpkgs 26.05.
-fn replace_fix(f: &Facts, n: &NixFacts) -> String {
-    let guide = "(see documentation/getting nix ready.md)";
-    match (n.flavour, &f.nix_source) {
-        (Flavour::Distribution { .. }, Some(Source::Distribution { version })) => format!(
-            "`cargo xtask setup-binfmt --install-nix` upgrades it to the distribution's nix-bin {version} ({}apt-get install {}) {guide}",
-            sudo(f),
-            install::PACKAGES.join(" ")
-        ),
-        (Flavour::Distribution { .. }, Some(Source::Official { why })) => format!(
-            "`cargo xtask setup-binfmt --install-nix` replaces it with the official installer's Nix ({why}): it removes nix-bin and nix-setup-systemd, their nixbld build users and group, moves /nix aside, then runs `{}`; `--dry-run` shows every command, and it asks first {guide}",
-            install::OFFICIAL_INSTALLER
-        ),
-        (Flavour::Official { .. }, _) => format!("upgrade it: `sudo -i nix upgrade-nix` {guide}"),
-        _ => format!(
-            "put a Nix {} or newer first in PATH, or install the official one: `{}` {guide}",
-            crate::nix::version::MIN.short(),
-            install::OFFICIAL_INSTALLER
-        ),
-    }
-}
-
 fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     let version = n
         .version
@@ -433,7 +392,7 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
     if let Err(e) = &n.gate {
         checks.push(Check {
             version_gate: true,
-            ..Check::fail(e.reason(), replace_fix(f, n))
+            ..Check::fail(e.reason(), install::replace_fix(f, n))
         });
     }
     let restart_note = if n.flavour.has_daemon() {
@@ -624,6 +583,7 @@ mod tests {
     use super::elf::Linkage;
     use super::entry::{self, Entry, Rule};
     use super::facts::{Binfmt, Daemon, NixFacts, User};
+    use super::install::Source;
     use super::*;
 
     /// A Debian 12 workstation where everything is right, as a user of
