@@ -170,6 +170,13 @@ trusted-users = root
             Some((2, 29))
         );
         assert_eq!(parse_version("garbage"), None);
+        // Lix 2.92 and later print details after the version line.
+        assert_eq!(
+            parse_version(
+                "nix (Lix, like Nix) 2.92.0-dev-pre20250117-0d14c2b\nSystem type: x86_64-linux\nData directory: /nix/store/rliimcnqkplrqdgm4z6yqclpr6c32wh6-lix-2.92.0-dev-pre20250117-0d14c2b/share\n"
+            ),
+            Some((2, 92))
+        );
     }
 
     #[test]

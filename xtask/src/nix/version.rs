@@ -150,7 +150,14 @@ impl Unusable {
 
 impl fmt::Display for Unusable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}; {FIX}", self.reason())
+        match self {
+            Unusable::NotRunnable(_) => write!(
+                f,
+                "{}; install it: `cargo xtask setup-binfmt --install-nix` (see documentation/getting nix ready.md)",
+                self.reason()
+            ),
+            _ => write!(f, "{}; {FIX}", self.reason()),
+        }
     }
 }
 
@@ -203,7 +210,8 @@ mod tests {
             Version::new(2, 91, 1),
             true,
         ),
-        // Lix 2.92 development builds print more lines after the first.
+        // Lix from 2.92 prints details after the first line (Lix release note
+        // "`nix --version` now shows details about the installation by default").
         (
             "nix (Lix, like Nix) 2.92.0-dev-pre20250117-0d14c2b\nSystem type: x86_64-linux\nFeatures: gc, signed-caches\n",
             "Lix, like Nix",
@@ -245,6 +253,15 @@ mod tests {
         assert!(
             e.to_string()
                 .starts_with("Nix 2.17.1 (Lix, like Nix) is too old")
+        );
+    }
+
+    #[test]
+    fn a_nix_that_does_not_run_is_to_be_installed() {
+        let e = Unusable::NotRunnable("No such file or directory".into());
+        assert_eq!(
+            e.to_string(),
+            "`nix --version` failed (No such file or directory), so the Nix version is unknown: nixpkgs 26.05 needs Nix 2.18 or newer (its lib/minver.nix); install it: `cargo xtask setup-binfmt --install-nix` (see documentation/getting nix ready.md)"
         );
     }
 
