@@ -1,11 +1,8 @@
-//! Which block devices may be written: facts read from sysfs, `/proc/self/mountinfo`
-//! and `/proc/swaps`, and a pure classification of those facts.
+//! Which block devices may be written: a pure classification of the facts
+//! [`super::sysfs`] reads from sysfs, the loop devices, `/proc/self/mountinfo`
+//! and `/proc/swaps`.
 
-use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result, bail};
+pub use super::sysfs::{list_disks, read_disk, read_mounts, resolve_target};
 
 /// Disks above this size get a warning and need `--force-non-removable`.
 pub const LARGE_DISK: u64 = 128_000_000_000;
@@ -67,13 +64,70 @@ impl Transport {
     }
 }
 
-/// A partition of the disk or a device stacked on it (LVM, RAID, dm-crypt).
+/// How a member is tied to the disk.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Partition,
+    /// Stacked on it through sysfs `holders/` (LVM, RAID, dm-crypt).
+    Holder,
+    /// A loop device whose backing is the disk, one of its members, a file on
+    /// them, or the disk's own backing file (`over` names which).
+    Loop {
+        over: String,
+    },
+    /// A device the disk itself writes through (a loop device's backing
+    /// block device, a device-mapper device's `slaves/`).
+    Lower,
+}
+
+/// A partition of the disk, or a device stacked on it or under it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
     pub name: String,
     pub dev: (u32, u32),
     /// The device-mapper name (`/dev/mapper/<name>`), for dm devices.
     pub dm_name: Option<String>,
+    pub kind: Kind,
+}
+
+/// A file by identity: its filesystem's device and its inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: (u32, u32),
+    pub ino: u64,
+    /// Its name, for messages (may be stale).
+    pub path: String,
+}
+
+/// A bound loop device and what it is backed by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopDev {
+    pub name: String,
+    pub dev: (u32, u32),
+    /// `loop/backing_file` as sysfs shows it.
+    pub backing: String,
+    /// The backing block device, when it is one.
+    pub block: Option<(u32, u32)>,
+    /// The backing regular file, when it is one.
+    pub file: Option<FileId>,
+}
+
+/// What `l` is stacked on, if it is stacked on any of `devs` (by device
+/// number, or through a backing file on a filesystem of one of them) or on
+/// one of `files`.
+pub fn loop_over(l: &LoopDev, devs: &[(String, (u32, u32))], files: &[FileId]) -> Option<String> {
+    if let Some(b) = l.block
+        && let Some((n, _)) = devs.iter().find(|(_, d)| *d == b)
+    {
+        return Some(format!("/dev/{n}"));
+    }
+    let f = l.file.as_ref()?;
+    if files.iter().any(|x| x.dev == f.dev && x.ino == f.ino) {
+        return Some(format!("{} (the same file as this disk)", f.path));
+    }
+    devs.iter()
+        .find(|(_, d)| *d == f.dev)
+        .map(|(n, _)| format!("{}, a file on /dev/{n}", f.path))
 }
 
 /// Everything known about one whole disk.
@@ -91,7 +145,10 @@ pub struct Disk {
     pub model: String,
     /// For a loop device: the file behind it.
     pub loop_backing: Option<String>,
-    /// Partitions and holders, recursively.
+    /// The regular files the disk writes into (a loop device's backing file,
+    /// also through stacked loops and device-mapper), by identity.
+    pub backing_files: Vec<FileId>,
+    /// Partitions, holders, loop devices stacked on it, devices under it.
     pub members: Vec<Member>,
 }
 
@@ -234,13 +291,21 @@ pub fn assess(
             && disk
                 .members
                 .iter()
-                .any(|x| x.name == member && x.dm_name.is_none())
+                .any(|x| x.name == member && x.kind == Kind::Partition)
         {
             a.unmount.push((format!("/dev/{member}"), m.target.clone()));
         } else {
             a.refusals.push(format!(
                 "/dev/{member} is mounted at {}: unmount it first (umount {})",
                 m.target, m.target
+            ));
+        }
+    }
+    for m in &disk.members {
+        if let Kind::Loop { over } = &m.kind {
+            a.refusals.push(format!(
+                "/dev/{} is a loop device over {over}: writing the card would change it under it; detach it first (losetup -d /dev/{})",
+                m.name, m.name
             ));
         }
     }
@@ -289,6 +354,37 @@ pub fn assess(
     a
 }
 
+/// Reasons the image itself forbids writing `disk`: the image is the file
+/// behind the disk, or lives on a filesystem the write would overwrite.
+pub fn image_refusals(disk: &Disk, mounts: &[Mount], image: &FileId) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(f) = disk
+        .backing_files
+        .iter()
+        .find(|f| f.dev == image.dev && f.ino == image.ino)
+    {
+        why.push(format!(
+            "the image {} is the file behind {} ({}): writing would overwrite the image with itself; name the card, not the image's loop device",
+            image.path,
+            disk.path(),
+            f.path
+        ));
+        return why;
+    }
+    let source = mounts
+        .iter()
+        .find(|m| m.dev == image.dev)
+        .map(|m| m.source.as_str())
+        .unwrap_or("");
+    if let Some(member) = disk.owns(Some(image.dev), source) {
+        why.push(format!(
+            "the image {} is on /dev/{member}, which this write would erase: copy it elsewhere first (cp {} ~/) and flash the copy",
+            image.path, image.path
+        ));
+    }
+    why
+}
+
 /// Sizes in decimal units like disk vendors use (32.0 GB).
 pub fn human(bytes: u64) -> String {
     let b = bytes as f64;
@@ -299,212 +395,6 @@ pub fn human(bytes: u64) -> String {
     } else {
         format!("{bytes} B")
     }
-}
-
-// ---- reading the facts from this machine ----
-
-fn read_trim(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
-}
-
-fn read_dev(dir: &Path) -> Option<(u32, u32)> {
-    let s = read_trim(&dir.join("dev"))?;
-    let (a, b) = s.split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-/// The disk named `name` (as under /sys/block) with its members.
-pub fn read_disk(name: &str) -> Result<Disk> {
-    let dir = PathBuf::from("/sys/block").join(name);
-    let real = fs::canonicalize(&dir)
-        .with_context(|| format!("/dev/{name} is not a disk the kernel knows"))?;
-    let path = real.to_string_lossy().into_owned();
-    let size = read_trim(&dir.join("size"))
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(|s| s * 512);
-    let mut members = Vec::new();
-    if let Ok(rd) = fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.join("partition").exists() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if let Some(dev) = read_dev(&p) {
-                    members.push(Member {
-                        name: n,
-                        dev,
-                        dm_name: None,
-                    });
-                }
-                holders(&p, &mut members);
-            }
-        }
-    }
-    holders(&dir, &mut members);
-    let model = ["vendor", "model"]
-        .iter()
-        .filter_map(|f| read_trim(&dir.join("device").join(f)))
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    Ok(Disk {
-        name: name.to_string(),
-        dev: read_dev(&dir).unwrap_or((0, 0)),
-        size,
-        read_only: read_trim(&dir.join("ro")).as_deref() == Some("1"),
-        removable: read_trim(&dir.join("removable")).as_deref() == Some("1"),
-        hotplug: hotplug(&real),
-        transport: Transport::from_sysfs_path(name, &path),
-        model,
-        loop_backing: read_trim(&dir.join("loop/backing_file")),
-        members,
-    })
-}
-
-/// Devices stacked on `dir` (its `holders/`), recursively.
-fn holders(dir: &Path, out: &mut Vec<Member>) {
-    let Ok(rd) = fs::read_dir(dir.join("holders")) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if out.iter().any(|m| m.name == name) {
-            continue;
-        }
-        let hdir = PathBuf::from("/sys/class/block").join(&name);
-        if let Some(dev) = read_dev(&hdir) {
-            out.push(Member {
-                name: name.clone(),
-                dev,
-                dm_name: read_trim(&hdir.join("dm/name")),
-            });
-            holders(&hdir, out);
-        }
-    }
-}
-
-/// Like lsblk's HOTPLUG: some parent device reports itself removable.
-fn hotplug(real: &Path) -> bool {
-    let mut p = real.join("device");
-    let Ok(start) = fs::canonicalize(&p) else {
-        return false;
-    };
-    p = start;
-    while p.starts_with("/sys/devices") {
-        if read_trim(&p.join("removable")).as_deref() == Some("removable") {
-            return true;
-        }
-        if !p.pop() {
-            break;
-        }
-    }
-    false
-}
-
-/// The mounts and swaps of the running system.
-pub fn read_mounts() -> Result<(Vec<Mount>, Vec<String>)> {
-    let mi =
-        fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
-    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
-    let mut mounts = parse_mountinfo(&mi);
-    // Mount sources like /dev/disk/by-uuid/... or /dev/mapper/x: resolve to /dev/<kernel name>.
-    for m in &mut mounts {
-        if m.source.starts_with("/dev/")
-            && let Ok(p) = fs::canonicalize(&m.source)
-        {
-            m.source = p.to_string_lossy().into_owned();
-        }
-    }
-    let swaps = parse_swaps(&swaps)
-        .into_iter()
-        .map(|s| {
-            fs::canonicalize(&s)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or(s)
-        })
-        .collect();
-    Ok((mounts, swaps))
-}
-
-/// Every whole disk worth listing (not ram, zram, dm, md, optical or eMMC boot
-/// areas; loops only when attached).
-pub fn list_disks() -> Vec<Disk> {
-    let mut names: Vec<String> = fs::read_dir("/sys/block")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-        .into_iter()
-        .filter(|n| {
-            !["ram", "zram", "dm-", "md", "sr", "fd", "nbd"]
-                .iter()
-                .any(|p| n.starts_with(p))
-                // eMMC hardware partitions, not cards
-                && !(n.starts_with("mmcblk") && (n.contains("boot") || n.contains("rpmb")))
-        })
-        .filter_map(|n| read_disk(&n).ok())
-        .filter(|d| d.transport != Transport::Loop || d.loop_backing.is_some())
-        .collect()
-}
-
-/// The whole disk a user-given path names, or a clear refusal (missing,
-/// regular file, character device, partition).
-pub fn resolve_target(path: &Path) -> Result<String> {
-    let meta = fs::metadata(path).with_context(|| {
-        format!(
-            "{} does not exist: run `cargo xtask flash <image>` without a device to list the cards",
-            path.display()
-        )
-    })?;
-    let ft = meta.file_type();
-    if ft.is_file() {
-        bail!(
-            "{} is a regular file, not a block device: name the card's device, like /dev/sdb",
-            path.display()
-        );
-    }
-    if ft.is_char_device() {
-        bail!(
-            "{} is a character device, not a block device: name the card's device, like /dev/sdb",
-            path.display()
-        );
-    }
-    if !ft.is_block_device() {
-        bail!(
-            "{} is not a block device: name the card's device, like /dev/sdb",
-            path.display()
-        );
-    }
-    let rdev = meta.rdev();
-    let (maj, min) = (libc::major(rdev), libc::minor(rdev));
-    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
-    let real = fs::canonicalize(&sys)
-        .with_context(|| format!("the kernel knows no block device {maj}:{min}"))?;
-    let name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if real.join("partition").exists() {
-        let parent = real
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        bail!(
-            "{} is a partition ({name}) of /dev/{parent}: give the whole disk, /dev/{parent}",
-            path.display()
-        );
-    }
-    if !PathBuf::from("/sys/block").join(&name).exists() {
-        bail!(
-            "{} ({name}) is not a whole disk: give the card's whole disk, like /dev/sdb",
-            path.display()
-        );
-    }
-    Ok(name)
 }
 
 #[cfg(test)]
@@ -522,6 +412,7 @@ mod tests {
             transport: Transport::from_sysfs_path(name, path),
             model: String::new(),
             loop_backing: None,
+            backing_files: vec![],
             members: vec![],
         }
     }
@@ -531,6 +422,7 @@ mod tests {
             name: name.into(),
             dev,
             dm_name: None,
+            kind: Kind::Partition,
         }
     }
 
@@ -693,11 +585,13 @@ mod tests {
                 name: "dm-0".into(),
                 dev: (253, 0),
                 dm_name: Some("vg0-home".into()),
+                kind: Kind::Holder,
             },
             Member {
                 name: "dm-1".into(),
                 dev: (253, 1),
                 dm_name: Some("vg0-swap".into()),
+                kind: Kind::Holder,
             },
         ];
         let mut mounts = parse_mountinfo(MOUNTINFO);

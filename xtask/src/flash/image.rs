@@ -2,12 +2,17 @@
 //! size, and a reader that yields its raw bytes.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::{Digest, Sha256};
 
+use super::device::FileId;
 use crate::inventory;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,25 +55,42 @@ pub struct Image {
     pub format: Format,
     /// The exact number of bytes to write, when known before decompressing.
     pub size: Option<u64>,
+    /// The file's identity, checked again each time it is opened.
+    pub file: FileId,
+    /// The sha256 `cargo xtask sd` recorded for the file, checked while it is read.
+    pub expect: Option<Expected>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub host: String,
+    pub sha256: String,
 }
 
 /// A host name (its image from `cargo xtask sd`) or a path to an image.
 pub fn resolve(root: &Path, arg: &str) -> Result<Image> {
     let as_path = Path::new(arg);
     let looks_like_path = arg.contains('/') || arg.contains('.') || as_path.exists();
-    let path = if looks_like_path {
-        as_path.to_path_buf()
-    } else {
-        let fleet = inventory::Fleet::load(root)?;
-        fleet.host(arg)?;
-        let p = inventory::image_path(root, arg);
-        if !p.exists() {
-            bail!(
-                "no image for {arg} yet ({} is missing): build it with `cargo xtask sd {arg}`",
-                p.display()
-            );
-        }
-        if let Some(info) = crate::image::info::read(root, arg) {
+    if looks_like_path {
+        return open(as_path);
+    }
+    host_problems(root, arg)?;
+    let p = inventory::image_path(root, arg);
+    if !p.exists() {
+        bail!(
+            "no image for {arg} yet ({} is missing): build it with `cargo xtask sd {arg}`",
+            p.display()
+        );
+    }
+    let json = inventory::image_info_path(root, arg);
+    let info = crate::image::info::load(root, arg).map_err(|e| {
+        anyhow!(
+            "{e:#}: the image cannot be checked against its record; build it again with `cargo xtask sd {arg}` (or give the file's path to write it unchecked)"
+        )
+    })?;
+    let mut img = open(&p)?;
+    match info {
+        Some(info) => {
             let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             if size != info.size {
                 bail!(
@@ -78,34 +100,140 @@ pub fn resolve(root: &Path, arg: &str) -> Result<Image> {
                 );
             }
             eprintln!(
-                "image of {arg}: built {} from commit {}",
+                "image of {arg}: built {} from commit {}; its sha256 is checked against {} while it is read",
                 info.built,
-                info.short_commit()
+                info.short_commit(),
+                json.display()
             );
+            img.expect = Some(Expected {
+                host: arg.to_string(),
+                sha256: info.sha256.to_ascii_lowercase(),
+            });
         }
-        p
-    };
-    open(&path)
+        None => eprintln!(
+            "warning: {} is missing: where the image comes from and whether it changed cannot be checked (`cargo xtask sd {arg}` writes it)",
+            json.display()
+        ),
+    }
+    Ok(img)
 }
 
-/// Reads the format and size of the image at `path`; fails on a missing file,
-/// an unknown format, or a compressed file whose frames are cut short.
-pub fn open(path: &Path) -> Result<Image> {
-    if !path.exists() {
+/// Loads the fleet and refuses only for problems of `host` (its entry in
+/// the inventory, its folder): the image is already built, so problems of
+/// other hosts are only mentioned.
+fn host_problems(root: &Path, host: &str) -> Result<()> {
+    let (fleet, problems) = inventory::Fleet::read(root)?;
+    let list =
+        |ps: &[&inventory::Problem]| -> String { ps.iter().map(|p| format!("\n  {p}")).collect() };
+    if let Err(e) = fleet.host(host) {
+        if problems.is_empty() {
+            return Err(e);
+        }
+        let all: Vec<&inventory::Problem> = problems.iter().collect();
         bail!(
+            "{e:#}; the fleet definition has {} problem(s):{}",
+            all.len(),
+            list(&all)
+        );
+    }
+    let (own, other): (Vec<&inventory::Problem>, Vec<&inventory::Problem>) =
+        problems.iter().partition(|p| problem_of(&fleet, host, p));
+    if !own.is_empty() {
+        bail!(
+            "the definition of {host} has {} problem(s):{}\nfix them (`cargo xtask check`), then build its image again with `cargo xtask sd {host}`",
+            own.len(),
+            list(&own)
+        );
+    }
+    if !other.is_empty() {
+        eprintln!(
+            "warning: the fleet definition has {} problem(s) elsewhere (`cargo xtask check` lists them); they do not touch {host}'s built image",
+            other.len()
+        );
+    }
+    Ok(())
+}
+
+/// Whether a problem is in `host`'s folder or its `[[host]]` entry.
+pub fn problem_of(fleet: &inventory::Fleet, host: &str, p: &inventory::Problem) -> bool {
+    if p.file.starts_with(&format!("hosts/{host}/")) {
+        return true;
+    }
+    if p.file != "hosts/fleet.toml" || p.line == 0 {
+        return false;
+    }
+    fleet
+        .hosts
+        .iter()
+        .filter(|h| h.line > 0 && h.line <= p.line)
+        .max_by_key(|h| h.line)
+        .is_some_and(|h| h.name == host)
+}
+
+/// What a non-regular file is, for messages.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_dir() {
+        "a folder"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a regular file without ever blocking: its type is checked with
+/// `stat` before `open` (a FIFO would block `open`), `open` is non-blocking,
+/// and the opened file must be the one checked (`want`, when given).
+fn open_regular(path: &Path, want: Option<&FileId>) -> Result<(File, std::fs::Metadata)> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
             "the image {} does not exist: check the path, or give a host name",
             path.display()
-        );
-    }
-    let mut f =
-        File::open(path).with_context(|| format!("cannot open the image {}", path.display()))?;
-    let meta = f.metadata()?;
+        )
+    })?;
     if !meta.is_file() {
         bail!(
-            "{} is not an image file: give a .img or .img.zst file or a host name",
+            "{} is {}, not an image file: give a .img or .img.zst file or a host name",
+            path.display(),
+            kind_of(meta.file_type())
+        );
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open the image {}", path.display()))?;
+    let meta = f.metadata()?;
+    let id = file_id(path, &meta);
+    let same = want.is_none_or(|w| w.dev == id.dev && w.ino == id.ino);
+    if !meta.is_file() || !same {
+        bail!(
+            "{} was replaced while it was being read: run again",
             path.display()
         );
     }
+    Ok((f, meta))
+}
+
+fn file_id(path: &Path, meta: &std::fs::Metadata) -> FileId {
+    FileId {
+        dev: (libc::major(meta.dev()), libc::minor(meta.dev())),
+        ino: meta.ino(),
+        path: path.display().to_string(),
+    }
+}
+
+/// Reads the format and size of the image at `path`; fails on a missing or
+/// non-regular file, an unknown format, or a compressed file whose frames
+/// (zstd) or index (xz) are cut short.
+pub fn open(path: &Path) -> Result<Image> {
+    let (mut f, meta) = open_regular(path, None)?;
     let mut magic = Vec::with_capacity(6);
     (&mut f).take(6).read_to_end(&mut magic)?;
     let name = path
@@ -134,13 +262,13 @@ pub fn open(path: &Path) -> Result<Image> {
         Format::Zstd => {
             f.seek(SeekFrom::Start(0))?;
             zstd_content_size(BufReader::new(f), meta.len()).map_err(|e| {
-                anyhow::anyhow!(
+                anyhow!(
                     "{} is corrupt or truncated ({e}): rebuild it or download it again",
                     path.display()
                 )
             })?
         }
-        Format::Xz => xz_size(path),
+        Format::Xz => Some(xz_size(path)?),
         Format::Gzip => None,
     };
     if size == Some(0) {
@@ -150,6 +278,8 @@ pub fn open(path: &Path) -> Result<Image> {
         path: path.to_path_buf(),
         format,
         size,
+        file: file_id(path, &meta),
+        expect: None,
     })
 }
 
@@ -252,52 +382,256 @@ pub fn zstd_content_size<R: Read + Seek>(
     Ok(total)
 }
 
-/// The uncompressed size xz records in its index.
-fn xz_size(path: &Path) -> Option<u64> {
+/// The uncompressed size xz records in its index; an error when `xz --list`
+/// fails (a truncated or corrupt file: the index is at its end).
+fn xz_size(path: &Path) -> Result<u64> {
+    need(Format::Xz)?;
+    eprintln!("$ xz --robot --list {}", path.display());
     let out = Command::new("xz")
         .args(["--robot", "--list"])
         .arg(path)
         .output()
-        .ok()?;
+        .context("cannot run xz")?;
+    let why = String::from_utf8_lossy(&out.stderr);
+    let why = why.trim();
+    if !out.status.success() {
+        bail!(
+            "{} is corrupt or truncated (xz --list: {}): rebuild it or download it again",
+            path.display(),
+            if why.is_empty() { "failed" } else { why }
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout);
+    parse_xz_list(&text).with_context(|| {
+        format!(
+            "`xz --robot --list {}` printed no size: is xz too old? (xz-utils 5.x is needed)",
+            path.display()
+        )
+    })
+}
+
+/// The uncompressed size from `xz --robot --list`'s `totals` line.
+pub fn parse_xz_list(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("totals"))?;
     line.split('\t').nth(4)?.parse().ok()
 }
 
+/// Fails when the program that decodes `format` is missing.
+fn need(format: Format) -> Result<()> {
+    let (program, package) = match format {
+        Format::Xz => ("xz", "xz-utils"),
+        Format::Gzip => ("gzip", "gzip"),
+        _ => return Ok(()),
+    };
+    if !crate::exec::have(program) {
+        bail!("`{program}` is not installed: apt-get install {package}");
+    }
+    Ok(())
+}
+
+/// The image's decoded bytes (`data`), and what is checked once they end
+/// ([`Source::finish`]): the exit of the `xz` / `gzip` decoder, and the
+/// file's sha256 against its record, hashed from what the decoder read.
+pub struct Source {
+    pub data: Box<dyn Read + Send>,
+    child: Option<Decoder>,
+    check: Option<Check>,
+}
+
+struct Decoder {
+    child: Child,
+    shown: String,
+    stderr: Option<thread::JoinHandle<String>>,
+    feeder: Option<thread::JoinHandle<()>>,
+}
+
+struct Check {
+    want: Expected,
+    path: PathBuf,
+    hasher: Arc<Mutex<Sha256>>,
+    /// The same open file: what the decoder left unread is hashed from it.
+    rest: File,
+}
+
+/// Hashes every byte read through it.
+struct Hashing {
+    inner: File,
+    hasher: Arc<Mutex<Sha256>>,
+}
+
+impl Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Source {
+    /// Called once `data` has ended: the decoder's exit, then the sha256.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(mut d) = self.child.take() {
+            let status = d.child.wait()?;
+            if let Some(f) = d.feeder.take() {
+                let _ = f.join();
+            }
+            let said = d
+                .stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default();
+            let said = said.trim();
+            if said.contains("trailing garbage") {
+                bail!(
+                    "the image has trailing garbage after its compressed data ({said}): it is corrupt or something was appended to it; download or build it again"
+                );
+            }
+            if !status.success() {
+                bail!(
+                    "`{}` failed ({status}{}{said}): the image is corrupt; download or build it again",
+                    d.shown,
+                    if said.is_empty() { "" } else { ": " }
+                );
+            }
+        }
+        if let Some(c) = self.check.take() {
+            let mut rest = c.rest;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut h = c.hasher.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                match rest.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => h.update(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e).context("cannot read the image"),
+                }
+            }
+            let got = format!("{:x}", h.clone().finalize());
+            if got != c.want.sha256 {
+                bail!(
+                    "{} does not match its record: its sha256 is {got}, `cargo xtask sd` recorded {}; it was changed after it was built: build it again with `cargo xtask sd {}`",
+                    c.path.display(),
+                    c.want.sha256,
+                    c.want.host
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Some(d) = &mut self.child {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+}
+
 /// The image's raw bytes. For xz and gzip the decoder is the `xz` / `gzip`
-/// program (no extra crates); the child is returned so it can be waited on.
-pub fn reader(img: &Image) -> Result<(Box<dyn Read + Send>, Option<Child>)> {
-    let f = File::open(&img.path).with_context(|| format!("cannot open {}", img.path.display()))?;
-    Ok(match img.format {
-        Format::Raw => (Box::new(f), None),
+/// program (no extra crates), its errors collected for [`Source::finish`].
+pub fn reader(img: &Image) -> Result<Source> {
+    let (f, _) = open_regular(&img.path, Some(&img.file))?;
+    let (file, check) = match &img.expect {
+        Some(want) => {
+            let hasher = Arc::new(Mutex::new(Sha256::new()));
+            let rest = f.try_clone()?;
+            (
+                Input::Hashed(Hashing {
+                    inner: f,
+                    hasher: hasher.clone(),
+                }),
+                Some(Check {
+                    want: want.clone(),
+                    path: img.path.clone(),
+                    hasher,
+                    rest,
+                }),
+            )
+        }
+        None => (Input::Plain(f), None),
+    };
+    let (data, child): (Box<dyn Read + Send>, _) = match img.format {
+        Format::Raw => (file.boxed(), None),
         Format::Zstd => {
-            let mut d =
-                zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, f))?;
+            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+                1 << 20,
+                file.boxed(),
+            ))?;
             d.window_log_max(31)?;
             (Box::new(d), None)
         }
         Format::Xz | Format::Gzip => {
+            need(img.format)?;
             let program = if img.format == Format::Xz {
                 "xz"
             } else {
                 "gzip"
             };
-            if !crate::exec::have(program) {
-                bail!(
-                    "`{program}` is not installed: apt-get install {}",
-                    if program == "xz" { "xz-utils" } else { "gzip" }
-                );
-            }
+            let shown = format!("{program} -dc < {}", img.path.display());
+            eprintln!("$ {shown}");
+            let stdin = match &file {
+                Input::Plain(f) => Stdio::from(f.try_clone()?),
+                Input::Hashed(_) => Stdio::piped(),
+            };
             let mut child = Command::new(program)
                 .arg("-dc")
-                .stdin(f)
+                .stdin(stdin)
                 .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .with_context(|| format!("cannot run {program}"))?;
-            let out = child.stdout.take().expect("piped");
-            (Box::new(out), Some(child))
+            let out = child.stdout.take().context("no stdout")?;
+            let mut err = child.stderr.take().context("no stderr")?;
+            let stderr = thread::spawn(move || {
+                let mut s = String::new();
+                let _ = (&mut err).take(64 << 10).read_to_string(&mut s);
+                let _ = io::copy(&mut err, &mut io::sink());
+                s
+            });
+            let feeder = match (file, child.stdin.take()) {
+                (Input::Hashed(mut h), Some(mut to)) => Some(thread::spawn(move || {
+                    // A decoder that stops early closes the pipe: never die of SIGPIPE.
+                    unsafe {
+                        let mut set: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut set);
+                        libc::sigaddset(&mut set, libc::SIGPIPE);
+                        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                    }
+                    let _ = io::copy(&mut h, &mut to);
+                })),
+                _ => None,
+            };
+            (
+                Box::new(out) as Box<dyn Read + Send>,
+                Some(Decoder {
+                    child,
+                    shown,
+                    stderr: Some(stderr),
+                    feeder,
+                }),
+            )
         }
-    })
+    };
+    Ok(Source { data, child, check })
+}
+
+enum Input {
+    Plain(File),
+    Hashed(Hashing),
+}
+
+impl Input {
+    fn boxed(self) -> Box<dyn Read + Send> {
+        match self {
+            Input::Plain(f) => Box::new(f),
+            Input::Hashed(h) => Box::new(h),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,5 +6,6 @@ pub mod device;
 pub mod image;
 pub mod progress;
 pub mod sys;
+pub mod sysfs;
 pub mod testimage;
 pub mod write;
