@@ -2,6 +2,8 @@
 //! refusal leaving the target untouched, corrupt input, read-back checks.
 
 mod common;
+#[path = "flash/safety.rs"]
+mod safety;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -136,8 +136,10 @@ fn host_problems(root: &Path, host: &str) -> Result<()> {
             list(&all)
         );
     }
-    let (own, other): (Vec<&inventory::Problem>, Vec<&inventory::Problem>) =
-        problems.iter().partition(|p| problem_of(&fleet, host, p));
+    let text = std::fs::read_to_string(root.join(inventory::INVENTORY)).unwrap_or_default();
+    let (own, other): (Vec<&inventory::Problem>, Vec<&inventory::Problem>) = problems
+        .iter()
+        .partition(|p| problem_of(&fleet, &text, host, p));
     if !own.is_empty() {
         bail!(
             "the definition of {host} has {} problem(s):{}\nfix them (`cargo xtask check`), then build its image again with `cargo xtask sd {host}`",
@@ -154,20 +156,27 @@ fn host_problems(root: &Path, host: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether a problem is in `host`'s folder or its `[[host]]` entry.
-pub fn problem_of(fleet: &inventory::Fleet, host: &str, p: &inventory::Problem) -> bool {
+/// Whether a problem is in `host`'s folder or its `[[host]]` entry (the
+/// lines from its header to the next `[[host]]` header of `inventory`).
+pub fn problem_of(
+    fleet: &inventory::Fleet,
+    inventory: &str,
+    host: &str,
+    p: &inventory::Problem,
+) -> bool {
     if p.file.starts_with(&format!("hosts/{host}/")) {
         return true;
     }
-    if p.file != "hosts/fleet.toml" || p.line == 0 {
+    if p.file != inventory::INVENTORY || p.line == 0 {
         return false;
     }
-    fleet
-        .hosts
-        .iter()
-        .filter(|h| h.line > 0 && h.line <= p.line)
-        .max_by_key(|h| h.line)
-        .is_some_and(|h| h.name == host)
+    let header = inventory
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| l.trim_start().starts_with("[[host]]") && i + 1 <= p.line)
+        .map(|(i, _)| i + 1)
+        .last();
+    header.is_some_and(|line| fleet.hosts.iter().any(|h| h.line == line && h.name == host))
 }
 
 /// What a non-regular file is, for messages.
