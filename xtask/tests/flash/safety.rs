@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::common::{self, loopdev::LoopDev};
-use super::{IMAGE_MIB, fake_program, flash, image, path_with, refused, s, text};
+use super::{IMAGE_MIB, fake_program, flash, image, path_with, refused, s, sha256, text};
 
 /// `flash` that must end within `secs`: a hang fails the test instead of blocking it.
 fn flash_within(secs: u64, args: &[&str]) -> Output {
@@ -38,16 +38,6 @@ fn flash_within(secs: u64, args: &[&str]) -> Output {
 
 fn blank_head(dev: &LoopDev) -> bool {
     dev.read_at(0, 1 << 20).iter().all(|b| *b == 0)
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
