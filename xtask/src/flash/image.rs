@@ -697,6 +697,37 @@ mod tests {
     }
 
     #[test]
+    fn xz_list_totals() {
+        // `xz --robot --list` of a 64 MiB image (xz 5.4, Debian 12).
+        let text = "name\tnixos.img.xz\nfile\t1\t1\t9637416\t67108864\t0.144\tCRC64\t0\ntotals\t1\t1\t9637416\t67108864\t0.144\tCRC64\t0\t1\n";
+        assert_eq!(parse_xz_list(text), Some(67_108_864));
+        assert_eq!(parse_xz_list(""), None);
+    }
+
+    #[test]
+    fn problems_belong_to_the_host_whose_entry_or_folder_has_them() {
+        let text = "admin = 1\n\n[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"192.0.2.1\"\n\n[[host]]  # the second\nname = \"b\"\nmodel = \"pi4\"\naddress = \"192.0.2.2\"\n";
+        let (hosts, _) = inventory::parse_inventory(text);
+        assert_eq!(hosts.len(), 2);
+        let fleet = inventory::Fleet {
+            root: PathBuf::new(),
+            hosts,
+            key_lines: vec![],
+        };
+        let p = |file: &str, line: usize| inventory::Problem::new(file, line, "x", "");
+        let of = |host: &str, pr: &inventory::Problem| problem_of(&fleet, text, host, pr);
+        assert!(of("a", &p("hosts/fleet.toml", 5)));
+        assert!(!of("b", &p("hosts/fleet.toml", 5)));
+        assert!(of("b", &p("hosts/fleet.toml", 8)));
+        assert!(of("b", &p("hosts/fleet.toml", 11)));
+        assert!(!of("a", &p("hosts/fleet.toml", 1)), "before any host");
+        assert!(!of("a", &p("hosts/fleet.toml", 0)), "the whole file");
+        assert!(of("b", &p("hosts/b/default.nix", 3)));
+        assert!(!of("a", &p("hosts/b/default.nix", 3)));
+        assert!(!of("a", &p("keys/authorized_keys", 1)));
+    }
+
+    #[test]
     fn formats() {
         assert_eq!(
             Format::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0], "a.img.zst"),
