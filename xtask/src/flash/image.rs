@@ -1,19 +1,15 @@
 //! The image to write: a host's built image or a path, its format, its exact
-//! size, and a reader that yields its raw bytes.
+//! size and its record; [`super::source`] reads its raw bytes.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::{Digest, Sha256};
 
 use super::device::FileId;
-use crate::inventory;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -72,111 +68,10 @@ pub fn resolve(root: &Path, arg: &str) -> Result<Image> {
     let as_path = Path::new(arg);
     let looks_like_path = arg.contains('/') || arg.contains('.') || as_path.exists();
     if looks_like_path {
-        return open(as_path);
+        open(as_path)
+    } else {
+        super::host::image(root, arg)
     }
-    host_problems(root, arg)?;
-    let p = inventory::image_path(root, arg);
-    if !p.exists() {
-        bail!(
-            "no image for {arg} yet ({} is missing): build it with `cargo xtask sd {arg}`",
-            p.display()
-        );
-    }
-    let json = inventory::image_info_path(root, arg);
-    let info = crate::image::info::load(root, arg).map_err(|e| {
-        anyhow!(
-            "{e:#}: the image cannot be checked against its record; build it again with `cargo xtask sd {arg}` (or give the file's path to write it unchecked)"
-        )
-    })?;
-    let mut img = open(&p)?;
-    match info {
-        Some(info) => {
-            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            if size != info.size {
-                bail!(
-                    "{} is {size} bytes but `cargo xtask sd` recorded {} bytes: it was changed or cut short; build it again with `cargo xtask sd {arg}`",
-                    p.display(),
-                    info.size
-                );
-            }
-            eprintln!(
-                "image of {arg}: built {} from commit {}; its sha256 is checked against {} while it is read",
-                info.built,
-                info.short_commit(),
-                json.display()
-            );
-            img.expect = Some(Expected {
-                host: arg.to_string(),
-                sha256: info.sha256.to_ascii_lowercase(),
-            });
-        }
-        None => eprintln!(
-            "warning: {} is missing: where the image comes from and whether it changed cannot be checked (`cargo xtask sd {arg}` writes it)",
-            json.display()
-        ),
-    }
-    Ok(img)
-}
-
-/// Loads the fleet and refuses only for problems of `host` (its entry in
-/// the inventory, its folder): the image is already built, so problems of
-/// other hosts are only mentioned.
-fn host_problems(root: &Path, host: &str) -> Result<()> {
-    let (fleet, problems) = inventory::Fleet::read(root)?;
-    let list =
-        |ps: &[&inventory::Problem]| -> String { ps.iter().map(|p| format!("\n  {p}")).collect() };
-    if let Err(e) = fleet.host(host) {
-        if problems.is_empty() {
-            return Err(e);
-        }
-        let all: Vec<&inventory::Problem> = problems.iter().collect();
-        bail!(
-            "{e:#}; the fleet definition has {} problem(s):{}",
-            all.len(),
-            list(&all)
-        );
-    }
-    let text = std::fs::read_to_string(root.join(inventory::INVENTORY)).unwrap_or_default();
-    let (own, other): (Vec<&inventory::Problem>, Vec<&inventory::Problem>) = problems
-        .iter()
-        .partition(|p| problem_of(&fleet, &text, host, p));
-    if !own.is_empty() {
-        bail!(
-            "the definition of {host} has {} problem(s):{}\nfix them (`cargo xtask check`), then build its image again with `cargo xtask sd {host}`",
-            own.len(),
-            list(&own)
-        );
-    }
-    if !other.is_empty() {
-        eprintln!(
-            "warning: the fleet definition has {} problem(s) elsewhere (`cargo xtask check` lists them); they do not touch {host}'s built image",
-            other.len()
-        );
-    }
-    Ok(())
-}
-
-/// Whether a problem is in `host`'s folder or its `[[host]]` entry (the
-/// lines from its header to the next `[[host]]` header of `inventory`).
-pub fn problem_of(
-    fleet: &inventory::Fleet,
-    inventory: &str,
-    host: &str,
-    p: &inventory::Problem,
-) -> bool {
-    if p.file.starts_with(&format!("hosts/{host}/")) {
-        return true;
-    }
-    if p.file != inventory::INVENTORY || p.line == 0 {
-        return false;
-    }
-    let header = inventory
-        .lines()
-        .enumerate()
-        .filter(|(i, l)| l.trim_start().starts_with("[[host]]") && i + 1 <= p.line)
-        .map(|(i, _)| i + 1)
-        .last();
-    header.is_some_and(|line| fleet.hosts.iter().any(|h| h.line == line && h.name == host))
 }
 
 /// What a non-regular file is, for messages.
@@ -199,7 +94,10 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
 /// Opens a regular file without ever blocking: its type is checked with
 /// `stat` before `open` (a FIFO would block `open`), `open` is non-blocking,
 /// and the opened file must be the one checked (`want`, when given).
-fn open_regular(path: &Path, want: Option<&FileId>) -> Result<(File, std::fs::Metadata)> {
+pub(super) fn open_regular(
+    path: &Path,
+    want: Option<&FileId>,
+) -> Result<(File, std::fs::Metadata)> {
     let meta = std::fs::metadata(path).with_context(|| {
         format!(
             "the image {} does not exist: check the path, or give a host name",
@@ -426,7 +324,7 @@ pub fn parse_xz_list(text: &str) -> Option<u64> {
 }
 
 /// Fails when the program that decodes `format` is missing.
-fn need(format: Format) -> Result<()> {
+pub(super) fn need(format: Format) -> Result<()> {
     let (program, package) = match format {
         Format::Xz => ("xz", "xz-utils"),
         Format::Gzip => ("gzip", "gzip"),
@@ -436,211 +334,6 @@ fn need(format: Format) -> Result<()> {
         bail!("`{program}` is not installed: apt-get install {package}");
     }
     Ok(())
-}
-
-/// The image's decoded bytes (`data`), and what is checked once they end
-/// ([`Source::finish`]): the exit of the `xz` / `gzip` decoder, and the
-/// file's sha256 against its record, hashed from what the decoder read.
-pub struct Source {
-    pub data: Box<dyn Read + Send>,
-    child: Option<Decoder>,
-    check: Option<Check>,
-}
-
-struct Decoder {
-    child: Child,
-    shown: String,
-    stderr: Option<thread::JoinHandle<String>>,
-    feeder: Option<thread::JoinHandle<()>>,
-}
-
-struct Check {
-    want: Expected,
-    path: PathBuf,
-    hasher: Arc<Mutex<Sha256>>,
-    /// The same open file: what the decoder left unread is hashed from it.
-    rest: File,
-}
-
-/// Hashes every byte read through it.
-struct Hashing {
-    inner: File,
-    hasher: Arc<Mutex<Sha256>>,
-}
-
-impl Read for Hashing {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl Source {
-    /// Called once `data` has ended: the decoder's exit, then the sha256.
-    pub fn finish(&mut self) -> Result<()> {
-        if let Some(mut d) = self.child.take() {
-            let status = d.child.wait()?;
-            if let Some(f) = d.feeder.take() {
-                let _ = f.join();
-            }
-            let said = d
-                .stderr
-                .take()
-                .and_then(|h| h.join().ok())
-                .unwrap_or_default();
-            let said = said.trim();
-            if said.contains("trailing garbage") {
-                bail!(
-                    "the image has trailing garbage after its compressed data ({said}): it is corrupt or something was appended to it; download or build it again"
-                );
-            }
-            if !status.success() {
-                bail!(
-                    "`{}` failed ({status}{}{said}): the image is corrupt; download or build it again",
-                    d.shown,
-                    if said.is_empty() { "" } else { ": " }
-                );
-            }
-        }
-        if let Some(c) = self.check.take() {
-            let mut rest = c.rest;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut h = c.hasher.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                match rest.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => h.update(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e).context("cannot read the image"),
-                }
-            }
-            let got = format!("{:x}", h.clone().finalize());
-            if got != c.want.sha256 {
-                bail!(
-                    "{} does not match its record: its sha256 is {got}, `cargo xtask sd` recorded {}; it was changed after it was built: build it again with `cargo xtask sd {}`",
-                    c.path.display(),
-                    c.want.sha256,
-                    c.want.host
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        if let Some(d) = &mut self.child {
-            let _ = d.child.kill();
-            let _ = d.child.wait();
-        }
-    }
-}
-
-/// The image's raw bytes. For xz and gzip the decoder is the `xz` / `gzip`
-/// program (no extra crates), its errors collected for [`Source::finish`].
-pub fn reader(img: &Image) -> Result<Source> {
-    let (f, _) = open_regular(&img.path, Some(&img.file))?;
-    let (file, check) = match &img.expect {
-        Some(want) => {
-            let hasher = Arc::new(Mutex::new(Sha256::new()));
-            let rest = f.try_clone()?;
-            (
-                Input::Hashed(Hashing {
-                    inner: f,
-                    hasher: hasher.clone(),
-                }),
-                Some(Check {
-                    want: want.clone(),
-                    path: img.path.clone(),
-                    hasher,
-                    rest,
-                }),
-            )
-        }
-        None => (Input::Plain(f), None),
-    };
-    let (data, child): (Box<dyn Read + Send>, _) = match img.format {
-        Format::Raw => (file.boxed(), None),
-        Format::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-                1 << 20,
-                file.boxed(),
-            ))?;
-            d.window_log_max(31)?;
-            (Box::new(d), None)
-        }
-        Format::Xz | Format::Gzip => {
-            need(img.format)?;
-            let program = if img.format == Format::Xz {
-                "xz"
-            } else {
-                "gzip"
-            };
-            let shown = format!("{program} -dc < {}", img.path.display());
-            eprintln!("$ {shown}");
-            let stdin = match &file {
-                Input::Plain(f) => Stdio::from(f.try_clone()?),
-                Input::Hashed(_) => Stdio::piped(),
-            };
-            let mut child = Command::new(program)
-                .arg("-dc")
-                .stdin(stdin)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("cannot run {program}"))?;
-            let out = child.stdout.take().context("no stdout")?;
-            let mut err = child.stderr.take().context("no stderr")?;
-            let stderr = thread::spawn(move || {
-                let mut s = String::new();
-                let _ = (&mut err).take(64 << 10).read_to_string(&mut s);
-                let _ = io::copy(&mut err, &mut io::sink());
-                s
-            });
-            let feeder = match (file, child.stdin.take()) {
-                (Input::Hashed(mut h), Some(mut to)) => Some(thread::spawn(move || {
-                    // A decoder that stops early closes the pipe: never die of SIGPIPE.
-                    unsafe {
-                        let mut set: libc::sigset_t = std::mem::zeroed();
-                        libc::sigemptyset(&mut set);
-                        libc::sigaddset(&mut set, libc::SIGPIPE);
-                        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                    }
-                    let _ = io::copy(&mut h, &mut to);
-                })),
-                _ => None,
-            };
-            (
-                Box::new(out) as Box<dyn Read + Send>,
-                Some(Decoder {
-                    child,
-                    shown,
-                    stderr: Some(stderr),
-                    feeder,
-                }),
-            )
-        }
-    };
-    Ok(Source { data, child, check })
-}
-
-enum Input {
-    Plain(File),
-    Hashed(Hashing),
-}
-
-impl Input {
-    fn boxed(self) -> Box<dyn Read + Send> {
-        match self {
-            Input::Plain(f) => Box::new(f),
-            Input::Hashed(h) => Box::new(h),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -702,29 +395,6 @@ mod tests {
         let text = "name\tnixos.img.xz\nfile\t1\t1\t9637416\t67108864\t0.144\tCRC64\t0\ntotals\t1\t1\t9637416\t67108864\t0.144\tCRC64\t0\t1\n";
         assert_eq!(parse_xz_list(text), Some(67_108_864));
         assert_eq!(parse_xz_list(""), None);
-    }
-
-    #[test]
-    fn problems_belong_to_the_host_whose_entry_or_folder_has_them() {
-        let text = "admin = 1\n\n[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"192.0.2.1\"\n\n[[host]]  # the second\nname = \"b\"\nmodel = \"pi4\"\naddress = \"192.0.2.2\"\n";
-        let (hosts, _) = inventory::parse_inventory(text);
-        assert_eq!(hosts.len(), 2);
-        let fleet = inventory::Fleet {
-            root: PathBuf::new(),
-            hosts,
-            key_lines: vec![],
-        };
-        let p = |file: &str, line: usize| inventory::Problem::new(file, line, "x", "");
-        let of = |host: &str, pr: &inventory::Problem| problem_of(&fleet, text, host, pr);
-        assert!(of("a", &p("hosts/fleet.toml", 5)));
-        assert!(!of("b", &p("hosts/fleet.toml", 5)));
-        assert!(of("b", &p("hosts/fleet.toml", 8)));
-        assert!(of("b", &p("hosts/fleet.toml", 11)));
-        assert!(!of("a", &p("hosts/fleet.toml", 1)), "before any host");
-        assert!(!of("a", &p("hosts/fleet.toml", 0)), "the whole file");
-        assert!(of("b", &p("hosts/b/default.nix", 3)));
-        assert!(!of("a", &p("hosts/b/default.nix", 3)));
-        assert!(!of("a", &p("keys/authorized_keys", 1)));
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::image::{self, Image, Source};
+use super::image::Image;
 use super::progress::Progress;
+use super::source::{self, Source};
 use super::sys::{self, AlignedBuf};
 
 /// Bytes per write and per read-back.
@@ -173,7 +174,7 @@ fn interrupted_error(t: &Target) -> anyhow::Error {
 /// Streams the image onto the device. Nothing is reported as done unless
 /// every byte decoded cleanly, was written, and reached the device.
 pub fn write(t: &Target, img: &Image) -> Result<Written> {
-    let (rx, free) = spawn_decoder(image::reader(img)?);
+    let (rx, free) = spawn_decoder(source::reader(img)?);
     let start = Instant::now();
     let mut progress = Progress::new("write", img.size);
     // Blank the old partition table first: until the very end the card boots nothing.
@@ -322,7 +323,7 @@ fn mismatch(t: &Target, at: u64) -> String {
 
 /// The first offset in `[off, off+len)` where the device differs from the image.
 fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64> {
-    let mut src = image::reader(img)?;
+    let mut src = source::reader(img)?;
     io::copy(&mut (&mut src.data).take(off), &mut io::sink())?;
     let mut want = vec![0u8; len];
     src.data.read_exact(&mut want)?;
@@ -338,7 +339,7 @@ fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64
 
 /// Compares a device with an image, byte for byte (`--verify-only`).
 pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> {
-    let (rx, free) = spawn_decoder(image::reader(img)?);
+    let (rx, free) = spawn_decoder(source::reader(img)?);
     sys::drop_cache(&t.file);
     let mut progress = Progress::new("verify", img.size);
     let mut got = AlignedBuf::new(CHUNK);
