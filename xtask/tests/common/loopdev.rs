@@ -88,6 +88,33 @@ impl LoopDev {
         }
     }
 
+    /// A loop device over a 1 MiB file on the filesystem of `partition`,
+    /// the file then deleted, so `loop/backing_file` names no file any more
+    /// (`... (deleted)`). The filesystem is mounted in a private mount
+    /// namespace that ends at once: the loop device alone keeps it alive.
+    /// Its writes are synced before this returns; the card changes again
+    /// only when the loop device is detached (the file's blocks are freed).
+    pub fn over_deleted_file_on(partition: &str) -> LoopDev {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "set -e; mount -o noatime {partition} '{d}'; truncate -s 1M '{d}/stacked.img'; losetup --find --show '{d}/stacked.img'; rm '{d}/stacked.img'; sync -f '{d}'",
+            d = dir.path().display()
+        );
+        let path = run(Command::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]));
+        LoopDev {
+            path,
+            backing: dir.path().join("stacked.img"),
+            _dir: Some(dir),
+        }
+    }
+
     /// A `mib` MiB device whose sparse backing file lives on a tmpfs of only
     /// `room_mib` MiB, so writes past that fail with ENOSPC. The tmpfs is
     /// mounted in a private mount namespace that ends at once; the loop device

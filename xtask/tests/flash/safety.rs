@@ -139,6 +139,26 @@ fn loop_devices_stacked_on_the_card_are_refused() {
         )),
         "{t}"
     );
+    drop(over_card);
+    // One over a file on the card's filesystem that was deleted since: sysfs
+    // names no file any more, the kernel's record still says where it is.
+    let over_file = LoopDev::over_deleted_file_on(&parts[1]);
+    let backing = std::fs::read_to_string(format!(
+        "/sys/block/{}/loop/backing_file",
+        over_file.path.trim_start_matches("/dev/")
+    ))
+    .unwrap();
+    assert!(backing.trim_end().ends_with("(deleted)"), "{backing}");
+    let before = card.contents();
+    refused(
+        &flash(&[s(&img.zst), &card.path, "--yes"]),
+        &format!(
+            "{} is a loop device over /stacked.img (deleted), a file on {}: writing the card would change it under it; detach it first (losetup -d {})",
+            over_file.path, parts[1], over_file.path
+        ),
+        &card,
+        &before,
+    );
 }
 
 #[test]
