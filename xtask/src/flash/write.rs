@@ -376,7 +376,7 @@ pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> 
             let head = n.min(HEAD);
             if off == 0 && got[..head].iter().all(|b| *b == 0) && buf[..head] != got[..head] {
                 bail!(
-                    "{} does not hold the image: its first MiB is blank, the sign of an earlier `cargo xtask flash` that did not finish (it writes the first MiB last); flash it again",
+                    "{} does not hold the image: its first MiB is blank, the sign of an earlier `cargo xtask flash` that did not finish (it writes the first MiB last) or of a card never written; flash it again",
                     t.path
                 );
             }

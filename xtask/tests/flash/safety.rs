@@ -162,6 +162,44 @@ fn loop_devices_stacked_on_the_card_are_refused() {
 }
 
 #[test]
+fn a_loop_device_over_a_disk_is_checked_as_that_disk() {
+    let Some(img) = image() else { return };
+    if !common::prerequisite(common::need_program("unshare", "util-linux")) {
+        return;
+    }
+    let disk = LoopDev::new(IMAGE_MIB);
+    assert!(
+        flash(&[s(&img.raw), &disk.path, "--yes", "--no-verify"])
+            .status
+            .success()
+    );
+    let parts = disk.partitions();
+    let before = disk.contents();
+    // The target writes through to `disk`, whose partition is mounted where
+    // the running system lives (a private namespace with its own /srv).
+    let upper = LoopDev::over(&disk.path);
+    let script = format!(
+        "set -e; mount -t tmpfs srv /srv; mkdir /srv/data; mount -o ro {p2} /srv/data; \
+         exec {x} --flake {root} flash {img} {upper} --yes --force-non-removable",
+        p2 = parts[1],
+        x = s(&assert_cmd::cargo::cargo_bin("xtask")),
+        root = s(&common::repo_root()),
+        img = s(&img.zst),
+        upper = upper.path
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    refused(
+        &out,
+        &format!("system disk: {} is mounted at /srv/data", parts[1]),
+        &disk,
+        &before,
+    );
+}
+
+#[test]
 fn non_regular_images_are_refused_without_blocking() {
     let Some(_img) = image() else { return };
     let dev = LoopDev::new(IMAGE_MIB);
