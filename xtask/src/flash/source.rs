@@ -109,6 +109,26 @@ impl Source {
     }
 }
 
+/// Whether a host image still matches its recorded sha256, read on its own:
+/// for a mismatch found before the stream's end, to blame the image rather
+/// than the card when the image is what changed.
+pub fn recheck(img: &Image) -> Result<()> {
+    let Some(want) = &img.expect else {
+        return Ok(());
+    };
+    let (f, _) = open_regular(&img.path, Some(&img.file))?;
+    let got = crate::image::stream::pump(f, None)?.sha256;
+    if got != want.sha256 {
+        bail!(
+            "{} does not match its record: its sha256 is {got}, `cargo xtask sd` recorded {}; it was changed after it was built: build it again with `cargo xtask sd {}`",
+            img.path.display(),
+            want.sha256,
+            want.host
+        );
+    }
+    Ok(())
+}
+
 impl Drop for Source {
     fn drop(&mut self) {
         if let Some(d) = &mut self.child {

@@ -373,6 +373,7 @@ pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> 
             )
         })?;
         if buf[..n] != got[..n] {
+            source::recheck(img).map_err(|e| anyhow!("{e:#}: {} was not verified", t.path))?;
             let head = n.min(HEAD);
             if off == 0 && got[..head].iter().all(|b| *b == 0) && buf[..head] != got[..head] {
                 bail!(

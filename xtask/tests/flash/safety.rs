@@ -275,8 +275,23 @@ fn host_image_is_checked_against_its_recorded_sha256() {
     );
 
     // The same size, another sha256: the file is not what `sd` built.
+    // --verify-only blames the image, also when the card differs from it.
     let other = format!("{:064x}", 0xabcdefu64);
     std::fs::write(&json, record(size, &other)).unwrap();
+    dev.poke(1000);
+    let out = xtask_in(
+        fleet.path(),
+        &["flash", "rpi-box-03", &dev.path, "--verify-only"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "its sha256 is {good}, `cargo xtask sd` recorded {other}"
+        )),
+        "{}",
+        text(&out)
+    );
+    dev.poke(1000);
     let out = xtask_in(
         fleet.path(),
         &["flash", "rpi-box-03", &dev.path, "--verify-only"],
