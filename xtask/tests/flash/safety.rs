@@ -222,6 +222,13 @@ fn non_regular_images_are_refused_without_blocking() {
         "{}",
         text(&out)
     );
+    // The target itself given as the image.
+    refused(
+        &flash_within(30, &[&dev.path, &dev.path, "--yes"]),
+        &format!("{} is a block device, not an image file", dev.path),
+        &dev,
+        &before,
+    );
     let folder = dir.path().join("folder.img");
     std::fs::create_dir(&folder).unwrap();
     refused(
