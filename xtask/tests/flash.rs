@@ -2,8 +2,10 @@
 //! refusal leaving the target untouched, corrupt input, read-back checks.
 
 mod common;
-#[path = "flash/safety.rs"]
-mod safety;
+#[path = "flash/images.rs"]
+mod images;
+#[path = "flash/targets.rs"]
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
