@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::image::{Expected, Image, open};
 use crate::inventory;
@@ -20,11 +20,19 @@ pub fn image(root: &Path, arg: &str) -> Result<Image> {
         );
     }
     let json = inventory::image_info_path(root, arg);
-    let info = crate::image::info::load(root, arg).map_err(|e| {
-        anyhow!(
-            "{e:#}: the image cannot be checked against its record; build it again with `cargo xtask sd {arg}` (or give the file's path to write it unchecked)"
-        )
-    })?;
+    let info = crate::image::info::load(root, arg)
+        .and_then(|info| {
+            if let Some(i) = &info {
+                i.check_sums()
+                    .with_context(|| format!("{} is malformed", json.display()))?;
+            }
+            Ok(info)
+        })
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}: the image cannot be checked against its record; build it again with `cargo xtask sd {arg}` (or give the file's path to write it unchecked)"
+            )
+        })?;
     let mut img = open(&p)?;
     match info {
         Some(info) => {
