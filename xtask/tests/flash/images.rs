@@ -216,6 +216,16 @@ fn truncated_xz_is_called_truncated_not_empty() {
     let out = flash(&[s(&xz), &dev.path, "--yes"]);
     refused(&out, "is corrupt or truncated (xz --list:", &dev, &before);
     assert!(!text(&out).contains("is empty"), "{}", text(&out));
+    // Trailing garbage: xz's index is not at the end, refused before writing too.
+    let mut garbled = bytes.clone();
+    garbled.extend_from_slice(b"garbage\n");
+    std::fs::write(&xz, &garbled).unwrap();
+    refused(
+        &flash(&[s(&xz), &dev.path, "--yes"]),
+        "is corrupt or truncated (xz --list:",
+        &dev,
+        &before,
+    );
 }
 
 #[test]
