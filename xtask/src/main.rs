@@ -2,6 +2,7 @@
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
 mod binfmt;
+mod brokenpipe;
 mod cmd;
 mod container_pins;
 mod containers;
@@ -27,6 +28,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
+    version,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -67,6 +69,11 @@ enum Command {
 }
 
 fn main() {
+    brokenpipe::install();
+    if let Some(version) = cmd::version::requested() {
+        println!("{version}");
+        return;
+    }
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {e:#}");

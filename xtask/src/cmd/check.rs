@@ -29,6 +29,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let (fleet, mut problems) = Fleet::read(root)?;
     let mut skipped = Vec::new();
     problems.extend(check_lock(root)?);
+    problems.extend(check_untracked(root)?);
     problems.extend(crate::container_pins::problems(&fleet)?);
     if nix::installed() {
         let sh = Shell::new()?;
@@ -65,6 +66,25 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Files the flake reads are tracked by Git (Nix leaves untracked ones out).
+fn check_untracked(root: &Path) -> Result<Vec<Problem>> {
+    let Some(status) = crate::git::status(&Shell::new()?, root)? else {
+        return Ok(Vec::new());
+    };
+    Ok(status
+        .untracked_flake_inputs()
+        .into_iter()
+        .map(|f| {
+            Problem::new(
+                f,
+                0,
+                "not tracked by Git: the flake does not see it (Nix flakes read only tracked files), so builds and deploys leave it out",
+                format!("`git add {f}`"),
+            )
+        })
+        .collect())
 }
 
 /// Every input in flake.lock is locked to a revision with a narHash.

@@ -50,17 +50,6 @@ struct Plan {
     ask: bool,
 }
 
-/// Files a flake build of this repository reads: untracked ones are
-/// silently left out by Nix.
-const FLAKE_INPUTS: &[&str] = &[
-    "flake.nix",
-    "flake.lock",
-    "lib/",
-    "modules/",
-    "hosts/",
-    "keys/",
-];
-
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let sh = Shell::new()?;
     let started = Instant::now();
@@ -253,36 +242,16 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
     // Git: flakes build the tracked files only.
     let status = git::status(sh, root)?;
     if let Some(s) = &status {
-        let untracked: Vec<&String> = s
-            .untracked
-            .iter()
-            .filter(|f| {
-                FLAKE_INPUTS
-                    .iter()
-                    .any(|p| f.as_str() == *p || (p.ends_with('/') && f.starts_with(p)))
-            })
-            .collect();
+        let untracked = s.untracked_flake_inputs();
         if !untracked.is_empty() {
-            let list: Vec<&str> = untracked.iter().map(|s| s.as_str()).collect();
             refusals.push(format!(
                 "not tracked by Git: {}. Nix flakes only see tracked files, so the image would be built without them: run `git add {}`",
-                list.join(", "),
-                list.join(" ")
+                untracked.join(", "),
+                untracked.join(" ")
             ));
         }
-        if s.dirty() {
-            let mut list: Vec<&str> = s.changed.iter().map(String::as_str).take(8).collect();
-            if s.changed.len() > 8 {
-                list.push("…");
-            }
-            eprintln!(
-                "note: uncommitted changes are built in and the image is recorded as `{}+dirty`: {}",
-                s.commit
-                    .as_deref()
-                    .map(|c| &c[..7.min(c.len())])
-                    .unwrap_or("no commit"),
-                list.join(", ")
-            );
+        if let Some(note) = s.dirty_note("the image is recorded as") {
+            eprintln!("{note}");
         }
     }
 
