@@ -94,6 +94,12 @@ pub fn status(sh: &Shell, root: &Path) -> Result<Option<Status>> {
     Ok(Some(parse_status(&String::from_utf8_lossy(&out.stdout))))
 }
 
+/// [`Status::dirty_note`] of the repository at `root`, when it is a Git checkout.
+pub fn uncommitted_note(root: &Path, recorded: &str) -> Result<Option<String>> {
+    let sh = Shell::new()?;
+    Ok(status(&sh, root)?.and_then(|s| s.dirty_note(recorded)))
+}
+
 /// Parses `git status --porcelain=v2 --branch -z`.
 pub fn parse_status(text: &str) -> Status {
     let mut status = Status::default();
