@@ -3,6 +3,7 @@
 
 mod binfmt;
 mod brokenpipe;
+mod capture;
 mod cmd;
 mod container_pins;
 mod containers;
@@ -13,6 +14,7 @@ mod git;
 mod image;
 mod inventory;
 mod nix;
+mod nix_error;
 mod repo;
 mod ssh;
 mod sshkey;

@@ -8,7 +8,15 @@ use common::loopdev;
 fn bench(dir: &std::path::Path, mib: u64) -> (String, String) {
     let out = assert_cmd::Command::cargo_bin("xtask")
         .unwrap()
-        .args(["bench", "flash", "--runs", "1", "--size-mib", &mib.to_string(), "--dir"])
+        .args([
+            "bench",
+            "flash",
+            "--runs",
+            "1",
+            "--size-mib",
+            &mib.to_string(),
+            "--dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();

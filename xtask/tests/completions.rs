@@ -11,7 +11,14 @@ use std::process::Command;
 
 use common::{need_program, prerequisite};
 
-const SUBCOMMANDS: &[&str] = &["setup-binfmt", "new-host", "add-key", "check", "sd", "deploy"];
+const SUBCOMMANDS: &[&str] = &[
+    "setup-binfmt",
+    "new-host",
+    "add-key",
+    "check",
+    "sd",
+    "deploy",
+];
 
 /// The script `cargo xtask completions SHELL` prints, saved in `dir`.
 fn script(shell: &str, dir: &Path) -> PathBuf {
@@ -20,7 +27,11 @@ fn script(shell: &str, dir: &Path) -> PathBuf {
         .args(["completions", shell])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = dir.join(format!("completions.{shell}"));
     std::fs::write(&path, &out.stdout).unwrap();
     path
@@ -29,7 +40,10 @@ fn script(shell: &str, dir: &Path) -> PathBuf {
 /// Where rustup's toolchain keeps cargo's own completions (`etc/bash_completion.d/cargo`,
 /// `share/zsh/site-functions/_cargo`).
 fn sysroot() -> PathBuf {
-    let out = Command::new("rustc").args(["--print", "sysroot"]).output().unwrap();
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap();
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -51,7 +65,11 @@ fn bash(script: &str, env: &[(&str, &Path)]) -> Vec<String> {
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout.lines().map(str::to_string).collect()
 }
 
@@ -68,11 +86,17 @@ fn matches<'a>(lines: &'a [String], words: &str) -> Vec<&'a str> {
 fn assert_xtask_words(m: impl Fn(&str) -> Vec<String>) {
     let subcommands = m("cargo xtask ");
     for s in SUBCOMMANDS {
-        assert!(subcommands.iter().any(|c| c == s), "no {s} in {subcommands:?}");
+        assert!(
+            subcommands.iter().any(|c| c == s),
+            "no {s} in {subcommands:?}"
+        );
     }
     assert_eq!(m("cargo xtask sd --d"), ["--decompress", "--dry-run"]);
     assert_eq!(m("cargo xtask setup-binfmt --ch"), ["--check"]);
-    assert_eq!(m("cargo xtask --flake /nonexistent setup-binfmt --ch"), ["--check"]);
+    assert_eq!(
+        m("cargo xtask --flake /nonexistent setup-binfmt --ch"),
+        ["--check"]
+    );
     assert!(m("cargo xtask completions ").contains(&"zsh".to_string()));
 }
 
@@ -92,9 +116,14 @@ t cargo xtask --flake /nonexistent setup-binfmt --ch; t cargo xtask completions 
         &[],
     );
     assert_xtask_words(|w| {
-        let w = w.strip_suffix(' ').map_or(w.to_string(), |w| format!("{w} ''"));
+        let w = w
+            .strip_suffix(' ')
+            .map_or(w.to_string(), |w| format!("{w} ''"));
         let key = w.replace(" ''", " ");
-        matches(&lines, &key).iter().map(|s| s.to_string()).collect()
+        matches(&lines, &key)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     });
     assert_eq!(matches(&lines, "cargo x"), ["xtask"]);
 }
@@ -128,10 +157,19 @@ fn bash_keeps_rustups_cargo_completion() {
     for lines in [eager, lazy] {
         assert_eq!(matches(&lines, "cargo bu"), ["build"], "{lines:#?}");
         assert_eq!(matches(&lines, "cargo x"), ["xtask"], "{lines:#?}");
-        assert_eq!(matches(&lines, "cargo xtask sd --d"), ["--decompress", "--dry-run"]);
-        assert!(matches(&lines, "cargo xtask ").contains(&"setup-binfmt"), "{lines:#?}");
+        assert_eq!(
+            matches(&lines, "cargo xtask sd --d"),
+            ["--decompress", "--dry-run"]
+        );
         assert!(
-            lines.last().unwrap().contains("-F _cargo_xtask_dispatch cargo"),
+            matches(&lines, "cargo xtask ").contains(&"setup-binfmt"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .contains("-F _cargo_xtask_dispatch cargo"),
             "{lines:#?}"
         );
     }
@@ -152,7 +190,11 @@ fn fish() {
             .env("XDG_DATA_HOME", dir.path().join("data"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| l.split('\t').next().unwrap().to_string())
@@ -204,12 +246,22 @@ fn zsh() {
             .env("ZDOTDIR", dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{words}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        assert!(
+            out.status.success(),
+            "{words}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     };
     assert_xtask_words(|w| complete(&empty, w));
     assert_eq!(complete(&empty, "cargo xt"), ["xtask"]);
-    if prerequisite(need_file(&rustup.join("_cargo"), "cargo's completion, installed by rustup")) {
+    if prerequisite(need_file(
+        &rustup.join("_cargo"),
+        "cargo's completion, installed by rustup",
+    )) {
         assert_xtask_words(|w| complete(&rustup, w));
         assert_eq!(complete(&rustup, "cargo bu"), ["build"]);
         assert!(complete(&rustup, "cargo xt").contains(&"xtask".to_string()));
@@ -224,7 +276,10 @@ fn help_lists_the_shells_and_how_to_install() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("[possible values: bash, zsh, fish]"), "{help}");
+    assert!(
+        help.contains("[possible values: bash, zsh, fish]"),
+        "{help}"
+    );
     for line in [
         "cargo xtask completions bash > ~/.cargo-xtask.bash",
         "cargo xtask completions zsh > ~/.cargo-xtask.zsh",

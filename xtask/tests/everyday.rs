@@ -76,7 +76,11 @@ fn a_closed_pipe_ends_the_output_quietly() {
             "{args:?}: {stderr}"
         );
         // Killed by SIGPIPE, as `ls | true` ends `ls`.
-        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {stderr}"
+        );
     }
 }
 
@@ -88,7 +92,11 @@ fn a_toml_syntax_error_is_the_only_problem_and_list_fails() {
     let good = fs::read_to_string(&inventory).unwrap();
     let (at, _) = good.match_indices("model = \"pi4\"").next().unwrap();
     let line = good[..at].lines().count() + 1;
-    fs::write(&inventory, good.replacen("model = \"pi4\"", "model = pi4", 1)).unwrap();
+    fs::write(
+        &inventory,
+        good.replacen("model = \"pi4\"", "model = pi4", 1),
+    )
+    .unwrap();
     for args in [&["list"][..], &["list", "--json"], &["check"]] {
         let out = xtask(root).args(args).output().unwrap();
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -99,7 +107,10 @@ fn a_toml_syntax_error_is_the_only_problem_and_list_fails() {
         );
         assert!(stderr.contains("fix: correct the syntax there"), "{stderr}");
         assert!(!stderr.contains("has no [[host]] entry"), "{stderr}");
-        assert!(!stdout.contains("HOST"), "{args:?} printed a table: {stdout}");
+        assert!(
+            !stdout.contains("HOST"),
+            "{args:?} printed a table: {stdout}"
+        );
     }
 }
 
@@ -125,7 +136,9 @@ fn check_reports_files_git_does_not_track() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains("hosts/rpi-box-07/default.nix: not tracked by Git: the flake does not see it"),
+        stdout.contains(
+            "hosts/rpi-box-07/default.nix: not tracked by Git: the flake does not see it"
+        ),
         "{stdout}"
     );
     assert!(
@@ -135,7 +148,11 @@ fn check_reports_files_git_does_not_track() {
     assert!(!stdout.contains("no problems"), "{stdout}");
     git(root, &["add", "hosts/rpi-box-07/default.nix"]);
     let out = xtask(root).arg("check").output().unwrap();
-    assert!(!text(&out.stdout).contains("not tracked"), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("not tracked"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// A public key made by the real ssh-keygen: `(private, public)` paths.
@@ -173,7 +190,11 @@ fn add_key_warns_on_short_rsa_keys() {
     let long = keygen(keys.path(), &["-t", "rsa", "-b", "3072"]);
     let out = xtask(root).arg("add-key").arg(&long).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -199,7 +220,10 @@ fn add_key_points_rfc4716_keys_to_ssh_keygen() {
     let out = xtask(root).arg("add-key").arg(&ssh2).output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is an RFC 4716 (SSH2) public key"), "{stderr}");
+    assert!(
+        stderr.contains("is an RFC 4716 (SSH2) public key"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains(&format!("ssh-keygen -i -f {}", ssh2.display())),
         "{stderr}"
