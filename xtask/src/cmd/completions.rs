@@ -6,8 +6,6 @@
 //! completion (`hook.<shell>`): the words after `cargo xtask` are handed to
 //! the former, any other `cargo …` to the cargo completion the user had.
 
-use std::io::Write;
-
 use anyhow::{Context, Result};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -35,11 +33,9 @@ const INSTALL: &str = "Install (once; then open a new shell):
 keep the cargo completion you had (rustup's, bash-completion's or fish's).";
 
 pub fn run(args: Args, cli: clap::Command) -> Result<()> {
-    let script = script(args.shell, cli)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(script.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write the completions to stdout")
+    // print!: into a closed pipe it ends quietly, as every command's output (brokenpipe.rs).
+    print!("{}", script(args.shell, cli)?);
+    Ok(())
 }
 
 /// The whole script for `shell`.
