@@ -254,7 +254,7 @@ fn deploy_says_the_tree_is_dirty() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "note: uncommitted changes are built in and the hosts record their system as `{head}+dirty`: modules/common.nix"
+            "note: uncommitted changes are built in and the hosts will run `{head}+dirty`: modules/common.nix"
         )),
         "{stderr}\n{}",
         text(&out.stdout)
