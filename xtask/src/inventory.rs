@@ -242,16 +242,7 @@ pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
     let mut problems = Vec::new();
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc.into_inner(),
-        Err(_) => {
-            let (line, column, msg) = syntax_error(text).unwrap_or_default();
-            problems.push(Problem::new(
-                f,
-                line,
-                format!("not valid TOML (column {column}): {msg}"),
-                SYNTAX_FIX,
-            ));
-            return (Vec::new(), problems);
-        }
+        Err(_) => return (Vec::new(), syntax_problem(text).into_iter().collect()),
     };
     let mut hosts = Vec::new();
     for (key, value) in doc.iter() {
@@ -297,6 +288,17 @@ pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
 }
 
 const SYNTAX_FIX: &str = "correct the syntax there (strings need double quotes: `model = \"pi4\"`); nothing else in the file is read until it parses";
+
+/// [`syntax_error`] as a problem of the fleet definition.
+pub fn syntax_problem(text: &str) -> Option<Problem> {
+    let (line, column, msg) = syntax_error(text)?;
+    Some(Problem::new(
+        INVENTORY,
+        line,
+        format!("not valid TOML (column {column}): {msg}"),
+        SYNTAX_FIX,
+    ))
+}
 
 /// The TOML syntax error of `hosts/fleet.toml`, if any: line, column (both
 /// 1-based) and Nix-free message.

@@ -112,6 +112,22 @@ fn a_toml_syntax_error_is_the_only_problem_and_list_fails() {
             "{args:?} printed a table: {stdout}"
         );
     }
+    // check --json: that one problem, as JSON.
+    let out = xtask(root).args(["check", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["file"], "hosts/fleet.toml");
+    assert_eq!(problems[0]["line"], line);
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not valid TOML (column 9)"),
+        "{report}"
+    );
 }
 
 #[test]

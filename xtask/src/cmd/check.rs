@@ -26,7 +26,22 @@ struct Report {
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let (fleet, mut problems) = Fleet::read(root)?;
+    let (fleet, mut problems) = match Fleet::read(root) {
+        Ok(read) => read,
+        Err(e) => {
+            // A fleet.toml that does not parse: with --json, that one problem.
+            let text = std::fs::read_to_string(root.join(INVENTORY)).unwrap_or_default();
+            if let (true, Some(p)) = (args.json, crate::inventory::syntax_problem(&text)) {
+                let report = Report {
+                    ok: false,
+                    problems: vec![p],
+                    skipped: Vec::new(),
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            return Err(e);
+        }
+    };
     let mut skipped = Vec::new();
     problems.extend(check_lock(root)?);
     problems.extend(check_untracked(root)?);
