@@ -301,7 +301,7 @@ pub fn syntax_problem(text: &str) -> Option<Problem> {
 }
 
 /// The TOML syntax error of `hosts/fleet.toml`, if any: line, column (both
-/// 1-based) and Nix-free message.
+/// 1-based) and the parser's message.
 pub fn syntax_error(text: &str) -> Option<(usize, usize, String)> {
     let e = DeTable::parse(text).err()?;
     let start = e.span().map_or(0, |s| s.start.min(text.len()));

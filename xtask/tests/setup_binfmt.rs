@@ -394,7 +394,7 @@ fn fix_mode_as_a_user_with_sudo() {
 /// before the fix it was taken for one that missed a nix.conf change.
 #[test]
 fn a_containers_nix_daemon_is_not_this_machines() {
-    if !ready() {
+    if !ready() || !common::prerequisite(common::need_program("setpriv", "util-linux")) {
         return;
     }
     let x = sh_quote(xtask_bin());
@@ -404,16 +404,25 @@ fn a_containers_nix_daemon_is_not_this_machines() {
          n=0; until grep -qs '^Name:.nix-daemon' /proc/[0-9]*/status; do n=$((n+1)); [ $n -lt 500 ] || exit 97; sleep 0.01; done; \
          sleep 0.2; echo 'max-jobs = 2' >> /etc/nix/nix.conf; \
          echo \"daemons: $(grep -ls '^Name:.nix-daemon' /proc/[0-9]*/status | wc -l)\"; \
-         {x} setup-binfmt --check --no-nix-probe; echo \"check $?\"; kill $!"
+         {x} setup-binfmt --check --no-nix-probe; echo \"check $?\"; \
+         echo ==user; {user} {x} setup-binfmt --check --no-nix-probe; kill $!",
+        // Another user may not read a root process's /proc/<pid>/ns/pid.
+        user = binfmt_ns::AS_NOBODY_OUTSIDE_NIX_USERS
     );
     let out = BinfmtNs::new()
         .register_qemu("POF")
         .nix_conf(NIX_READY)
         .script(&script);
     let (stdout, stderr) = text(&out);
-    assert!(stdout.contains("daemons: 1"), "{stdout}\n{stderr}");
-    assert!(!stdout.contains("nix-daemon (pid"), "{stdout}\n{stderr}");
-    assert!(stdout.contains("check 0"), "{stdout}\n{stderr}");
+    let (root, user) = stdout.split_once("==user\n").unwrap();
+    assert!(root.contains("daemons: 1"), "{stdout}\n{stderr}");
+    assert!(!root.contains("nix-daemon (pid"), "{root}\n{stderr}");
+    assert!(root.contains("check 0"), "{root}\n{stderr}");
+    assert!(
+        user.contains("✓ aarch64-linux") || user.contains("Nix "),
+        "{user}\n{stderr}"
+    );
+    assert!(!user.contains("nix-daemon (pid"), "{user}\n{stderr}");
 }
 
 /// Without systemd, the restart that the check's advice ends with ("…, then
