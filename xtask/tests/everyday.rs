@@ -276,3 +276,27 @@ fn deploy_says_the_tree_is_dirty() {
         text(&out.stdout)
     );
 }
+
+/// `cargo xtask flash IMAGE DEV --yes | true`: the card is written and
+/// verified, then the summary meets the closed pipe and the xtask ends
+/// quietly.
+#[test]
+fn flash_into_a_closed_pipe_after_a_good_write() {
+    use std::os::unix::process::ExitStatusExt;
+    if !common::loopdev::available() {
+        return;
+    }
+    let image = common::loopdev::nixos_image(64);
+    let dev = common::loopdev::LoopDev::new(64);
+    let out = into_closed_pipe(
+        &common::repo_root(),
+        &["flash", image.raw.to_str().unwrap(), &dev.path, "--yes"],
+    );
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(
+        dev.contents() == fs::read(&image.raw).unwrap(),
+        "the card does not hold the image"
+    );
+}
