@@ -25,7 +25,12 @@ pub fn install() {
 }
 
 fn caused_by_broken_pipe(info: &PanicHookInfo<'_>) -> bool {
-    info.payload_as_str().is_some_and(is_broken_pipe_message)
+    let payload = info.payload();
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .is_some_and(is_broken_pipe_message)
 }
 
 /// `failed printing to stdout: Broken pipe (os error 32)` (std's print
