@@ -148,6 +148,11 @@ impl Fleet {
                 root.display()
             )
         })?;
+        if let Some((line, column, msg)) = syntax_error(&text) {
+            // Nothing else can be read from it: no host list to compare
+            // folders or keys against, so only this is reported.
+            bail!("{INVENTORY}:{line}:{column}: not valid TOML: {msg}\n  fix: {SYNTAX_FIX}");
+        }
         let (hosts, mut problems) = parse_inventory(&text);
         let keys_text = match std::fs::read_to_string(root.join(KEYS)) {
             Ok(t) => t,
@@ -237,17 +242,7 @@ pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
     let mut problems = Vec::new();
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc.into_inner(),
-        Err(e) => {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            let msg = e.message().trim().to_string();
-            problems.push(Problem::new(
-                f,
-                line,
-                format!("not valid TOML: {msg}"),
-                "correct the syntax",
-            ));
-            return (Vec::new(), problems);
-        }
+        Err(_) => return (Vec::new(), syntax_problem(text).into_iter().collect()),
     };
     let mut hosts = Vec::new();
     for (key, value) in doc.iter() {
@@ -290,6 +285,29 @@ pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
     problems.extend(check_unique(&hosts));
     problems.sort_by_key(|p| p.line);
     (hosts, problems)
+}
+
+const SYNTAX_FIX: &str = "correct the syntax there (strings need double quotes: `model = \"pi4\"`); nothing else in the file is read until it parses";
+
+/// [`syntax_error`] as a problem of the fleet definition.
+pub fn syntax_problem(text: &str) -> Option<Problem> {
+    let (line, column, msg) = syntax_error(text)?;
+    Some(Problem::new(
+        INVENTORY,
+        line,
+        format!("not valid TOML (column {column}): {msg}"),
+        SYNTAX_FIX,
+    ))
+}
+
+/// The TOML syntax error of `hosts/fleet.toml`, if any: line, column (both
+/// 1-based) and the parser's message.
+pub fn syntax_error(text: &str) -> Option<(usize, usize, String)> {
+    let e = DeTable::parse(text).err()?;
+    let start = e.span().map_or(0, |s| s.start.min(text.len()));
+    let before = text.get(..start).unwrap_or(text);
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line_of(text, start), column, e.message().trim().to_string()))
 }
 
 fn parse_host(
@@ -734,7 +752,10 @@ wifi = "home"
     fn syntax_error_has_line() {
         let p = one("[[host]]\nname = \"a\"\nmodel = pi4\n");
         assert_eq!(p.line, 3);
-        assert!(p.message.starts_with("not valid TOML"), "{p}");
+        assert!(p.message.starts_with("not valid TOML (column 9)"), "{p}");
+        assert!(p.fix.starts_with("correct the syntax there"), "{p}");
+        let (line, column, _) = syntax_error("a = 1\n  [[host]\n").unwrap();
+        assert_eq!((line, column), (2, 10));
     }
 
     #[test]

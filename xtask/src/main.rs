@@ -2,6 +2,8 @@
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
 mod binfmt;
+mod brokenpipe;
+mod capture;
 mod cmd;
 mod container_pins;
 mod containers;
@@ -12,6 +14,7 @@ mod git;
 mod image;
 mod inventory;
 mod nix;
+mod nix_error;
 mod repo;
 mod ssh;
 mod sshkey;
@@ -27,6 +30,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
+    version,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -67,6 +71,11 @@ enum Command {
 }
 
 fn main() {
+    brokenpipe::install();
+    if let Some(version) = cmd::version::requested() {
+        println!("{version}");
+        return;
+    }
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {e:#}");

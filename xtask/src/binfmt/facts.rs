@@ -511,6 +511,10 @@ fn find_daemon() -> Option<Daemon> {
         .next()?
         .parse()
         .ok()?;
+    let own = (
+        std::fs::read_link("/proc/self/ns/pid").ok(),
+        pid_depth(Path::new("/proc/self")),
+    );
     let mut best: Option<(u64, u32)> = None;
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -522,7 +526,7 @@ fn find_daemon() -> Option<Daemon> {
         let Some((head, tail)) = stat.rsplit_once(") ") else {
             continue;
         };
-        if !head.ends_with("(nix-daemon") {
+        if !head.ends_with("(nix-daemon") || !same_pid_namespace(&e.path(), &own) {
             continue;
         }
         // Field 22, start time in clock ticks since boot (USER_HZ = 100).
@@ -538,6 +542,33 @@ fn find_daemon() -> Option<Daemon> {
         pid,
         started: now - Duration::from_secs_f64((uptime - ticks as f64 / 100.0).max(0.0)),
     })
+}
+
+/// Whether the process at `/proc/<pid>` runs in this PID namespace: a
+/// `nix-daemon` of a container (another PID namespace, visible from here)
+/// is not this machine's daemon. `own`: this process's namespace link and
+/// [`pid_depth`].
+fn same_pid_namespace(proc_dir: &Path, own: &(Option<PathBuf>, Option<usize>)) -> bool {
+    if let (Some(own), Ok(ns)) = (&own.0, std::fs::read_link(proc_dir.join("ns/pid"))) {
+        return ns == *own;
+    }
+    // The link of another user's process is not readable; its status is.
+    match (own.1, pid_depth(proc_dir)) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// How many PID namespaces deep a process is, seen from this /proc: the
+/// number of PIDs on the `NSpid:` line of its status (one per level).
+fn pid_depth(proc_dir: &Path) -> Option<usize> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    nspid_depth(&status)
+}
+
+fn nspid_depth(status: &str) -> Option<usize> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    Some(line.split_whitespace().count())
 }
 
 /// Writes the probe to a fresh private folder and returns its path.
@@ -632,5 +663,18 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nspid_depth_counts_namespace_levels() {
+        assert_eq!(nspid_depth("Name:\tsleep\nNSpid:\t4242\n"), Some(1));
+        // A container's process seen from the machine: its PID here, then in the container.
+        assert_eq!(nspid_depth("Name:\tnix-daemon\nNSpid:\t4242\t1\n"), Some(2));
+        assert_eq!(nspid_depth("Name:\tx\n"), None);
     }
 }

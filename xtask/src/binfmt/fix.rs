@@ -225,8 +225,12 @@ pub fn plan(f: &Facts, install_nix: bool) -> Vec<Action> {
             n.conf_changed
                 .is_some_and(|c| c > d.started + std::time::Duration::from_secs(1))
         });
-        if (wrote_conf || stale) && n.flavour.has_daemon() && f.systemd {
-            actions.push(restart_action());
+        if (wrote_conf || stale) && (n.flavour.has_daemon() || n.daemon.is_some()) {
+            actions.push(if f.systemd {
+                restart_action()
+            } else {
+                restart_by_hand(n.daemon.as_ref().map(|d| d.pid))
+            });
         }
     } else if install_nix && matches!(f.nix_source, Some(Source::Distribution { .. })) {
         // nix-setup-systemd's daemon lets in only the nix-users group.
@@ -357,6 +361,19 @@ fn restart_action() -> Action {
         installs: false,
         why: "restart nix-daemon so that it reads nix.conf".into(),
         steps: vec![Step::new(&["systemctl", "restart", "nix-daemon"])],
+    }
+}
+
+/// Without systemd the xtask does not know what supervises nix-daemon (a
+/// container's entrypoint, runit, a shell): the restart is a step of the
+/// plan that the user carries out, said as such.
+fn restart_by_hand(pid: Option<u32>) -> Action {
+    let which = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+    Action {
+        why: format!(
+            "restart nix-daemon so that it reads nix.conf; no systemd here, so by hand once the steps above ran: stop nix-daemon{which}, then start `nix-daemon --daemon` again as root (or restart what supervises it)"
+        ),
+        steps: Vec::new(),
     }
 }
 

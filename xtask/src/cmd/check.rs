@@ -26,9 +26,25 @@ struct Report {
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let (fleet, mut problems) = Fleet::read(root)?;
+    let (fleet, mut problems) = match Fleet::read(root) {
+        Ok(read) => read,
+        Err(e) => {
+            // A fleet.toml that does not parse: with --json, that one problem.
+            let text = std::fs::read_to_string(root.join(INVENTORY)).unwrap_or_default();
+            if let (true, Some(p)) = (args.json, crate::inventory::syntax_problem(&text)) {
+                let report = Report {
+                    ok: false,
+                    problems: vec![p],
+                    skipped: Vec::new(),
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            return Err(e);
+        }
+    };
     let mut skipped = Vec::new();
     problems.extend(check_lock(root)?);
+    problems.extend(check_untracked(root)?);
     problems.extend(crate::container_pins::problems(&fleet)?);
     if nix::installed() {
         let sh = Shell::new()?;
@@ -73,6 +89,25 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Files the flake reads are tracked by Git (Nix leaves untracked ones out).
+fn check_untracked(root: &Path) -> Result<Vec<Problem>> {
+    let Some(status) = crate::git::status(&Shell::new()?, root)? else {
+        return Ok(Vec::new());
+    };
+    Ok(status
+        .untracked_flake_inputs()
+        .into_iter()
+        .map(|f| {
+            Problem::new(
+                f,
+                0,
+                "not tracked by Git: the flake does not see it (Nix flakes read only tracked files), so builds and deploys leave it out",
+                format!("`git add {f}`"),
+            )
+        })
+        .collect())
 }
 
 /// Every input in flake.lock is locked to a revision with a narHash.

@@ -67,6 +67,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let fleet = Fleet::load(root)?;
     let hosts = deploy::select(&fleet, &args.hosts, args.all, &args.tag)?;
     args.timeouts.check()?;
+    if let Some(note) = crate::git::uncommitted_note(root, "the hosts will run")? {
+        eprintln!("{note}");
+    }
     let ssh = Ssh::new(args.timeouts.connect_timeout)?;
     let ctx = Ctx {
         root,
