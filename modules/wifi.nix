@@ -1,10 +1,14 @@
 # Wi-Fi for hosts with `wifi = "<SSID>"` in the inventory (required for the
 # Zero 2 W, which has no Ethernet). The password is never in Git or the Nix
 # store: `cargo xtask sd` writes it into the card image's root partition as
-# `secretsFile` (root, 0600), and wpa_supplicant reads it as `ext:psk`.
+# `secretsFile` (root, 0600), and wpa_supplicant reads it as `ext:psk`. The
+# fleet's regulatory domain ([fleet] wifi_country) is wpa_supplicant's
+# `country=`.
 {
   config,
   lib,
+  pkgs,
+  inventory,
   host,
   ...
 }:
@@ -12,26 +16,62 @@ let
   secretsFile = config.networking.wireless.secretsFile;
   # The folder `cargo xtask sd` creates for it (root, 0700).
   ownDir = "/var/lib/wifi";
+  country = inventory.fleet.wifi_country;
+  validCountry = country != null && builtins.match "[A-Z][A-Z]" country != null;
 in
 {
   config = lib.mkIf (host.wifi != null) {
+    assertions = [
+      {
+        assertion = validCountry;
+        message = "host `${host.name}` joins Wi-Fi, but hosts/fleet.toml has no valid Wi-Fi country: add `[fleet]` with `wifi_country = \"GB\"` (your country's ISO 3166-1 alpha-2 code); `cargo xtask check` shows where";
+      }
+      {
+        # The brcmfmac firmware of the Pi 3, Pi 4 and Zero 2 W comes with it
+        # (nixpkgs turns it on for SD images: see hardware/sd-card.nix).
+        assertion = config.hardware.enableRedistributableFirmware;
+        message = "host `${host.name}` joins Wi-Fi, but hardware.enableRedistributableFirmware is off, so its Wi-Fi chip has no firmware: remove the setting that turns it off";
+      }
+    ];
+
     networking.wireless = {
       enable = true;
       # Keep in step with SECRETS_FILE in xtask/src/image/wifi.rs (a test checks).
       secretsFile = lib.mkDefault "${ownDir}/secrets.conf";
       networks.${host.wifi}.pskRaw = "ext:psk";
+      # A file of its own (`-I`), so a host's networking.wireless.extraConfig
+      # (a plain string: a second definition would replace or clash) stays free.
+      extraConfigFiles = lib.optional validCountry (
+        pkgs.writeText "wpa_supplicant-country.conf" ''
+          country=${country}
+        ''
+      );
     };
 
     # wpa_supplicant runs as its own user, whose id is only known once the
     # Pi has booted: hand the file to its group then (still not
-    # world-readable). Skipped when the card carries no secrets file.
+    # world-readable). Without the file wpa_supplicant cannot start (its
+    # bind mount of the file fails), so this unit fails first, with the
+    # reason in the journal, and `cargo xtask status` lists it as a failed
+    # unit; wpa_supplicant then waits for it.
     systemd.services.wifi-secrets = {
       description = "Let wpa_supplicant read the Wi-Fi secrets file";
-      wantedBy = [ "wpa_supplicant.service" ];
+      requiredBy = [ "wpa_supplicant.service" ];
       before = [ "wpa_supplicant.service" ];
-      unitConfig.ConditionPathExists = secretsFile;
-      serviceConfig.Type = "oneshot";
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
       script = ''
+        fix="make the card again with \`cargo xtask sd ${host.name}\` (it asks for the password and writes the file), or write the line psk=<password> to ${secretsFile} (root, 0600) and run \`systemctl restart wpa_supplicant\`"
+        if [ ! -f ${secretsFile} ]; then
+          echo "${secretsFile} is missing, so wpa_supplicant cannot start and ${host.name} has no Wi-Fi: $fix" >&2
+          exit 1
+        fi
+        if ! grep -q '^psk=' ${secretsFile}; then
+          echo "${secretsFile} has no psk= line, so wpa_supplicant cannot join \"${host.wifi}\": $fix" >&2
+          exit 1
+        fi
         chown root:wpa_supplicant ${secretsFile}
         chmod 0640 ${secretsFile}
       ''
