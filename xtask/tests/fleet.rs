@@ -47,7 +47,7 @@ fn list_shows_the_fleet() {
         .success()
         .stdout(predicate::str::contains("rpi-box-01").and(predicate::str::contains("pi4")))
         .stdout(
-            predicate::str::contains("rpi-box-03").and(predicate::str::contains("192.168.1.43")),
+            predicate::str::contains("rpi-box-03").and(predicate::str::contains("rpi-box-03.local")),
         );
 }
 
@@ -98,28 +98,28 @@ fn check_reports_every_problem_with_file_and_line() {
         r#"[[host]]
 name = "rpi-box-01"
 model = "pi4"
-address = "10.0.0.1"
+address = "192.0.2.1"
 colour = "red"
 
 [[host]]
 name = "rpi-box-03"
 model = "pi5"
-address = "10.0.0.3"
+address = "192.0.2.3"
 
 [[host]]
 name = "Bad_Name"
 model = "pi3"
-address = "10.0.0.4"
+address = "192.0.2.4"
 
 [[host]]
 name = "rpi-box-01"
 model = "pi3"
-address = "10.0.0.1"
+address = "192.0.2.1"
 
 [[host]]
 name = "no-folder"
 model = "pi4"
-address = "10.0.0.9"
+address = "192.0.2.9"
 "#,
     )
     .unwrap();
@@ -158,7 +158,7 @@ address = "10.0.0.9"
         "hosts/fleet.toml:9: host `rpi-box-03`: unknown model `pi5`",
         "hosts/fleet.toml:13: `Bad_Name` is not a valid host name",
         "hosts/fleet.toml:17: host name `rpi-box-01` is used twice",
-        "hosts/fleet.toml:17: address 10.0.0.1:22 of `rpi-box-01` is already used",
+        "hosts/fleet.toml:17: address 192.0.2.1:22 of `rpi-box-01` is already used",
         "hosts/fleet.toml:22: host `no-folder` has no hosts/no-folder/default.nix",
         "hosts/rpi-zero-01:0: folder hosts/rpi-zero-01 has no [[host]] entry",
         "flake.nix:0: `nix eval .#inventory` failed",
@@ -299,7 +299,7 @@ fn new_host_adds_entry_and_folder() {
             "--model",
             "pi4",
             "--address",
-            "10.1.2.3",
+            "198.51.100.3",
             "--tag",
             "lab",
             "--port",
@@ -317,7 +317,7 @@ fn new_host_adds_entry_and_folder() {
         .iter()
         .find(|h| h["name"] == "rpi-box-07")
         .unwrap();
-    assert_eq!(new["address"], "10.1.2.3");
+    assert_eq!(new["address"], "198.51.100.3");
     assert_eq!(new["port"], 2200);
     assert_eq!(new["tags"], serde_json::json!(["lab"]));
     if nix_ready() {
@@ -337,7 +337,7 @@ fn new_host_refuses_used_name_and_address() {
             "--model",
             "pi4",
             "--address",
-            "10.9.9.9",
+            "203.0.113.9",
         ])
         .assert()
         .failure()
@@ -349,7 +349,7 @@ fn new_host_refuses_used_name_and_address() {
             "--model",
             "pi4",
             "--address",
-            "192.168.1.41",
+            "rpi-box-01.local",
         ])
         .assert()
         .failure()
@@ -361,7 +361,7 @@ fn new_host_refuses_used_name_and_address() {
             "--model",
             "zero2w",
             "--address",
-            "10.9.9.8",
+            "203.0.113.8",
         ])
         .assert()
         .failure()
@@ -385,7 +385,7 @@ fn new_host_dry_run_changes_nothing() {
             "--model",
             "pi3",
             "--address",
-            "10.0.0.77",
+            "192.0.2.77",
             "--dry-run",
         ])
         .assert()
