@@ -144,7 +144,10 @@ fn ipv4_scan_tells_addresses_from_versions_and_masks() {
         .filter(|(_, ip)| !allowed(*ip))
         .map(|(_, ip)| ip.to_string())
         .collect();
-    assert_eq!(bad, ["10_0_0_1", "192_168_1_41", "172_16_0_1"].map(|a| a.replace('_', ".")));
+    assert_eq!(
+        bad,
+        ["10_0_0_1", "192_168_1_41", "172_16_0_1"].map(|a| a.replace('_', "."))
+    );
 }
 
 /// No test, fixture or benchmark names an address outside this machine:
