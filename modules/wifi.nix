@@ -53,8 +53,8 @@ in
     # world-readable). Without the file wpa_supplicant cannot start (its
     # bind mount of the file fails), so this unit fails first, with the
     # reason in the journal, and `cargo xtask status` lists it as a failed
-    # unit; wpa_supplicant then waits for it.
-    systemd.services.wifi-secrets = {
+    # unit; wpa_supplicant, which requires it, is then not started.
+    systemd.services.wifi-secrets = lib.mkIf (secretsFile != null) {
       description = "Let wpa_supplicant read the Wi-Fi secrets file";
       requiredBy = [ "wpa_supplicant.service" ];
       before = [ "wpa_supplicant.service" ];
@@ -62,22 +62,17 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
       };
+      # The reason goes to the journal (`journalctl -u wifi-secrets`).
       script = ''
-        fix="make the card again with \`cargo xtask sd ${host.name}\` (it asks for the password and writes the file), or write the line psk=<password> to ${secretsFile} (root, 0600) and run \`systemctl restart wpa_supplicant\`"
-        if [ ! -f ${secretsFile} ]; then
-          echo "${secretsFile} is missing, so wpa_supplicant cannot start and ${host.name} has no Wi-Fi: $fix" >&2
-          exit 1
-        fi
-        if ! grep -q '^psk=' ${secretsFile}; then
-          echo "${secretsFile} has no psk= line, so wpa_supplicant cannot join \"${host.wifi}\": $fix" >&2
-          exit 1
-        fi
-        chown root:wpa_supplicant ${secretsFile}
-        chmod 0640 ${secretsFile}
-      ''
-      + lib.optionalString (builtins.dirOf secretsFile == ownDir) ''
-        chown root:wpa_supplicant ${ownDir}
-        chmod 0750 ${ownDir}
+        ${pkgs.runtimeShell} ${./wifi-secrets.sh} ${
+          lib.escapeShellArgs [
+            secretsFile
+            (if builtins.dirOf secretsFile == ownDir then ownDir else "")
+            "wpa_supplicant"
+            host.name
+            host.wifi
+          ]
+        }
       '';
     };
   };
