@@ -58,6 +58,9 @@ in
       description = "Let wpa_supplicant read the Wi-Fi secrets file";
       requiredBy = [ "wpa_supplicant.service" ];
       before = [ "wpa_supplicant.service" ];
+      # Once per boot: restarting it on a deploy would restart wpa_supplicant
+      # (Requires=) and cut a Wi-Fi-only Pi off mid-deploy.
+      restartIfChanged = false;
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
