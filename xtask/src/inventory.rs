@@ -1455,4 +1455,20 @@ wifi = "home"
         assert_eq!(Model::Zero2w.static_interface(), "wlan0");
         assert_eq!(Model::Pi3.static_interface(), "eth0");
     }
+
+    /// modules/networking.nix puts a static address on the interface the
+    /// xtask names in `check`.
+    #[test]
+    fn nix_module_agrees_on_the_static_interface() {
+        let module = include_str!("../../modules/networking.nix");
+        let wifi_only: Vec<Model> = Model::ALL.into_iter().filter(|m| m.wifi_only()).collect();
+        assert_eq!(wifi_only, [Model::Zero2w]);
+        assert!(module.contains(&format!(
+            "interface = if host.model == \"{}\" then \"{}\" else \"{}\";",
+            Model::Zero2w,
+            Model::Zero2w.static_interface(),
+            Model::Pi4.static_interface()
+        )));
+        assert!(module.contains("networking.usePredictableInterfaceNames = lib.mkDefault false;"));
+    }
 }
