@@ -412,8 +412,8 @@ fn refuses_when_this_machine_cannot_build_aarch64() {
     // Nor does a host whose inventory entry names one.
     let inventory = root.join("hosts/fleet.toml");
     let fleet_text = std::fs::read_to_string(&inventory).unwrap().replace(
-        "address = \"192.168.1.43\"\n",
-        "address = \"192.168.1.43\"\nbuild_host = \"nix@pi5.lan\"\n",
+        "address = \"rpi-box-03.local\"\n",
+        "address = \"rpi-box-03.local\"\nbuild_host = \"nix@pi5.lan\"\n",
     );
     std::fs::write(&inventory, fleet_text).unwrap();
     git(root, &["commit", "-qam", "rpi-box-03 builds on pi5"]);

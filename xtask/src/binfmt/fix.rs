@@ -370,6 +370,7 @@ fn restart_action() -> Action {
 fn restart_by_hand(pid: Option<u32>) -> Action {
     let which = pid.map_or(String::new(), |p| format!(" (pid {p})"));
     Action {
+        installs: false,
         why: format!(
             "restart nix-daemon so that it reads nix.conf; no systemd here, so by hand once the steps above ran: stop nix-daemon{which}, then start `nix-daemon --daemon` again as root (or restart what supervises it)"
         ),

@@ -137,6 +137,7 @@ mod tests {
         let fleet = inventory::Fleet {
             root: PathBuf::new(),
             hosts,
+            settings: Default::default(),
             key_lines: vec![],
         };
         let p = |file: &str, line: usize| inventory::Problem::new(file, line, "x", "");
