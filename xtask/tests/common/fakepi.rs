@@ -346,17 +346,20 @@ pub struct Fleet {
     base: PathBuf,
     pub pis: Vec<Pi>,
     /// The workstation's private Nix (this thread's, see `nixenv.rs`).
-    pub nix: nixenv::Vars,
+    pub nix: Option<nixenv::Vars>,
 }
 
 impl Fleet {
     /// A repository listing `names` (each on its own free port, 127.0.0.1),
     /// every host at `Spec::version("0")`. Nothing boots yet. The calling
-    /// thread gets its private Nix (`nixenv::enter`), which the fleet's
-    /// commands use.
+    /// thread gets its private Nix (`nixenv::enter`) when `base` is the
+    /// root from [`base`] (else no Pi can boot, and only the thread's own
+    /// private Nix, if any, is used).
     pub fn new(base: &Path, names: &[&str]) -> Fleet {
-        let cache = base.parent().expect("the root is in a cache dir");
-        let nix = nixenv::enter(cache).unwrap_or_else(|e| panic!("no private Nix: {e}"));
+        let nix = nixenv::current().or_else(|| {
+            let cache = base.parent().filter(|_| base.join(".fakepi-ready").exists())?;
+            Some(nixenv::enter(cache).unwrap_or_else(|e| panic!("no private Nix: {e}")))
+        });
         let tmp = TempDir::new("fakepi");
         let repo = tmp.0.join("repo");
         let work = tmp.0.join("work");
@@ -416,7 +419,7 @@ impl Fleet {
             "PI_NIXOS_SSH_CONFIG".to_string(),
             self.work().join("ssh_config").display().to_string(),
         )];
-        for (k, v) in &self.nix.set {
+        for (k, v) in self.nix.iter().flat_map(|n| &n.set) {
             env.push((k.clone(), v.to_string_lossy().into_owned()));
         }
         env
@@ -425,7 +428,9 @@ impl Fleet {
     /// `nix` (or another Nix command) with the private Nix.
     fn nix_cmd(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        self.nix.apply(&mut cmd);
+        if let Some(n) = &self.nix {
+            n.apply(&mut cmd);
+        }
         cmd
     }
 
