@@ -59,11 +59,11 @@ const LINKS: [&str; 11] = [
 ];
 
 /// The private `nix.conf`: root runs builds itself (no build users), no
-/// binary cache and no flake registry (offline, nothing outside this
-/// machine), no sandbox (the fixture flakes' builders use this machine's
+/// binary cache (offline: the fixture flakes have no inputs, so no flake
+/// registry is fetched either), no sandbox (the fixture flakes' builders use this machine's
 /// tools; the binfmt tests bring their own `nix.conf` with the sandbox on).
 pub const NIX_CONF: &str =
-    "build-users-group =\nsubstituters =\nflake-registry =\nsandbox = false\n";
+    "build-users-group =\nsubstituters =\nsandbox = false\n";
 
 /// Why a private current Nix cannot be had here, if it cannot.
 pub fn missing() -> Option<String> {
