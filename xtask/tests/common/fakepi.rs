@@ -69,7 +69,13 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
 /// The fake Pis' shared root: the tests' trixie root (`nixenv.rs`, with
 /// systemd, sshd and Nix 2.26), made NixOS-like once, under the same lock.
 pub fn base(cache: &Path) -> Result<PathBuf, String> {
-    let root = nixenv::root(cache)?;
+    base_of(cache, nixenv::SUITE)
+}
+
+/// A fake Pi root of another Debian suite (another Nix version), for
+/// [`Fleet::boot_from`].
+pub fn base_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
+    let root = nixenv::root_of(cache, suite)?;
     if root.join(".fakepi-ready").exists() {
         return Ok(root);
     }
@@ -328,6 +334,8 @@ pub const FLAKE: &str = r##"{
 pub struct Pi {
     pub name: String,
     pub port: u16,
+    /// Its root, when not the fleet's (another Nix version).
+    pub root: Option<PathBuf>,
     /// Booted without systemd: sshd alone under a stub init.
     pub plain: bool,
     dir: PathBuf,
@@ -394,6 +402,7 @@ impl Fleet {
             fleet.pis.push(Pi {
                 name: n.to_string(),
                 port,
+                root: None,
                 plain: false,
                 dir: fleet.tmp.0.join("pis").join(n),
                 child: None,
@@ -518,8 +527,8 @@ impl Fleet {
 
     /// Starts a fake Pi's container (not waiting for it).
     pub fn start(&mut self, name: &str) {
-        let base = self.base.clone();
         let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        let base = self.pis[i].root.clone().unwrap_or_else(|| self.base.clone());
         let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir_all(dir.join("nix")).unwrap();
@@ -554,6 +563,11 @@ impl Fleet {
         } else {
             nspawn.arg("--boot");
         }
+        if self.pis[i].root.is_some() {
+            // A newer systemd (258 on) refuses the legacy cgroup hierarchy
+            // that this nspawn would give it on a hybrid host.
+            nspawn.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1");
+        }
         nspawn
             .arg("--directory")
             .arg(&base)
@@ -586,6 +600,13 @@ impl Fleet {
             .spawn()
             .expect("cannot start systemd-nspawn");
         self.pis[i].child = Some(child);
+    }
+
+    /// Makes a fake Pi boot another root (from [`base_of`]: another Debian
+    /// release, so another Nix version) before it starts.
+    pub fn boot_from(&mut self, name: &str, root: &Path) {
+        let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        self.pis[i].root = Some(root.to_path_buf());
     }
 
     /// Makes a fake Pi boot without systemd (before it starts): sshd alone,

@@ -132,8 +132,14 @@ pub fn locked<T>(cache: &Path, f: impl FnOnce() -> Result<T, String>) -> Result<
 
 /// The trixie root with Nix 2.26, made on first use and cached.
 pub fn root(cache: &Path) -> Result<PathBuf, String> {
+    root_of(cache, SUITE)
+}
+
+/// The root of another Debian suite (e.g. [`NEWER`], whose Nix is newer
+/// than trixie's), made and cached the same way.
+pub fn root_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
     let cache = cache_dir(cache);
-    let root = cache.join(format!("nixenv-{SUITE}"));
+    let root = cache.join(format!("nixenv-{suite}"));
     if root.join(".ready").exists() {
         return Ok(root);
     }
@@ -141,29 +147,42 @@ pub fn root(cache: &Path) -> Result<PathBuf, String> {
         if root.join(".ready").exists() {
             return Ok(root.clone());
         }
-        let tmp = cache.join(format!("nixenv-{SUITE}.tmp{}", std::process::id()));
+        let tmp = cache.join(format!("nixenv-{suite}.tmp{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        make_root(&tmp)?;
+        make_root(&tmp, suite)?;
         let _ = std::fs::remove_dir_all(&root);
         std::fs::rename(&tmp, &root).map_err(|e| e.to_string())?;
-        // The patched binary names the root's loader by path: re-patch it
-        // for the root's final place.
+        // The patched binary names the root's loader by path: patch it for
+        // the root's final place.
         patch(&root)?;
         std::fs::write(root.join(".ready"), "").map_err(|e| e.to_string())?;
         Ok(root.clone())
     })
 }
 
-fn make_root(tmp: &Path) -> Result<(), String> {
+/// Debian's next release (testing): its `nix-bin` is newer than trixie's
+/// (2.34 when this was written), for a fake Pi whose Nix differs from the
+/// workstation's.
+pub const NEWER: &str = "forky";
+
+fn make_root(tmp: &Path, suite: &str) -> Result<(), String> {
     let mirror = std::env::var("FAKEPI_MIRROR").unwrap_or_else(|_| MIRROR.into());
     say(&format!(
-        "nixenv: debootstrap of the {SUITE} root with its Nix (about a minute, once), in {}",
+        "nixenv: debootstrap of the {suite} root with its Nix (about a minute, once), in {}",
         tmp.display()
     ));
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={INCLUDE}"), SUITE])
+    let mut debootstrap = Command::new("debootstrap");
+    debootstrap
+        .args(["--variant=minbase", &format!("--include={INCLUDE}"), suite])
         .arg(tmp)
-        .arg(&mirror))?;
+        .arg(&mirror);
+    // A debootstrap older than the suite has no script for it: the
+    // testing suites are made like sid.
+    let scripts = Path::new("/usr/share/debootstrap/scripts");
+    if !scripts.join(suite).exists() {
+        debootstrap.arg(scripts.join("sid"));
+    }
+    run(&mut debootstrap)?;
     // debootstrap's --include cannot resolve nix-bin's dependencies; apt
     // runs with /proc mounted in a mount namespace of its own.
     run(Command::new("unshare")
