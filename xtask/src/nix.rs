@@ -112,7 +112,12 @@ pub fn error_summary(msg: &str) -> String {
         .filter_map(|l| l.strip_prefix("error:"))
         .map(str::trim)
         .find(|l| !l.is_empty())
-        .unwrap_or_else(|| msg.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(""))
+        .unwrap_or_else(|| {
+            msg.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("")
+        })
         .to_string()
 }
 

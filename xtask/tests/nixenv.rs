@@ -21,7 +21,10 @@ fn build(tag: &str) -> (String, String) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    (String::from_utf8(out.stdout).unwrap().trim().to_string(), stderr)
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        stderr,
+    )
 }
 
 /// The machine's /nix/store, seen from outside every test's namespace (the
@@ -32,8 +35,15 @@ fn machine_store() -> Vec<String> {
         .args(["ls", "/nix/store"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// Two tests build the same derivation: each must really build it (a
@@ -44,7 +54,10 @@ fn same_derivation_is_built_again() {
         return;
     }
     let (path, stderr) = build("shared");
-    assert!(stderr.contains("building '/nix/store/"), "not built: {stderr}");
+    assert!(
+        stderr.contains("building '/nix/store/"),
+        "not built: {stderr}"
+    );
     // The test thread itself sees its private store.
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "shared\n");
     // A thread the test starts shares it.
@@ -54,7 +67,10 @@ fn same_derivation_is_built_again() {
             .args(["--check-validity", &p])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{p} is not valid in a thread of the test");
+        assert!(
+            out.status.success(),
+            "{p} is not valid in a thread of the test"
+        );
     })
     .join()
     .unwrap();
@@ -90,7 +106,10 @@ fn the_nix_is_current() {
     let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
     assert!((major, minor) >= (2, 18), "{v}");
     // Every name Nix answers to runs the same binary.
-    let out = common::command("nix-store").arg("--version").output().unwrap();
+    let out = common::command("nix-store")
+        .arg("--version")
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("nix-store (Nix) {num}")

@@ -36,10 +36,7 @@ fn deploy_and_rollback_across_nix_versions() {
         return;
     }
     let cache = common::cache();
-    let (base, newer) = match (
-        fakepi::base(&cache),
-        fakepi::base_of(&cache, nixenv::NEWER),
-    ) {
+    let (base, newer) = match (fakepi::base(&cache), fakepi::base_of(&cache, nixenv::NEWER)) {
         (Ok(b), Ok(n)) => (b, n),
         (Err(e), _) | (_, Err(e)) => {
             common::prerequisite(Some(format!("cannot make the fake Pi roots: {e}")));
@@ -50,14 +47,23 @@ fn deploy_and_rollback_across_nix_versions() {
     f.boot_from("pi-new", &newer);
     f.boot_all();
     let here = version(
-        &String::from_utf8(common::command("nix").arg("--version").output().unwrap().stdout)
-            .unwrap(),
+        &String::from_utf8(
+            common::command("nix")
+                .arg("--version")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap(),
     );
     let on_new = version(&f.ssh("pi-new", "nix --version"));
     let on_same = version(&f.ssh("pi-same", "nix --version"));
     assert!(here >= (2, 18), "workstation {here:?}");
     assert_eq!(on_same, here);
-    assert!(on_new > here, "the Pi's Nix {on_new:?} is not newer than {here:?}");
+    assert!(
+        on_new > here,
+        "the Pi's Nix {on_new:?} is not newer than {here:?}"
+    );
 
     f.set("pi-new", &Spec::version("1"));
     f.set("pi-same", &Spec::version("1"));

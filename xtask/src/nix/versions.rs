@@ -60,7 +60,11 @@ fn effective_config() {
         "nix --extra-experimental-features nix-command show-config"
     );
     assert_eq!(old_show.rc, 0);
-    assert!(old_config.err.contains("'config' is not a recognised command"));
+    assert!(
+        old_config
+            .err
+            .contains("'config' is not a recognised command")
+    );
     assert_eq!(
         show_config(&sh, Some((2, 26)), true).to_string(),
         "nix --extra-experimental-features nix-command config show"
@@ -148,7 +152,8 @@ fn dry_run() {
         assert_eq!(c.rc, 0);
         assert!(c.out.is_empty());
         assert!(
-            c.err.contains("this derivation will be built:\n  /nix/store/")
+            c.err
+                .contains("this derivation will be built:\n  /nix/store/")
                 && c.err.contains("-capture-ok.drv"),
             "{}",
             c.err
@@ -248,7 +253,10 @@ fn copy_errors() {
     // Nix's, in other words on each version.
     let [old, new] = both!("copy-refused");
     for c in [&old, &new] {
-        assert!(c.err.starts_with("ssh: connect to host 127.0.0.1 port 1: Connection refused"));
+        assert!(
+            c.err
+                .starts_with("ssh: connect to host 127.0.0.1 port 1: Connection refused")
+        );
     }
     assert_eq!(error_summary(old.err), "cannot connect to 'root@127.0.0.1'");
     assert_eq!(

@@ -223,10 +223,10 @@ impl BinfmtNs {
             v.apply(&mut cmd);
         }
         cmd.env_remove("NIX_CONF_DIR")
-        .env_remove("XDG_CACHE_HOME")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+            .env_remove("XDG_CACHE_HOME")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("cannot run unshare");
         let pid = child.id();
         // Wait until unshare has made the user namespace, then map ids.

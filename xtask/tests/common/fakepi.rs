@@ -365,7 +365,9 @@ impl Fleet {
     /// private Nix, if any, is used).
     pub fn new(base: &Path, names: &[&str]) -> Fleet {
         let nix = nixenv::current().or_else(|| {
-            let cache = base.parent().filter(|_| base.join(".fakepi-ready").exists())?;
+            let cache = base
+                .parent()
+                .filter(|_| base.join(".fakepi-ready").exists())?;
             Some(nixenv::enter(cache).unwrap_or_else(|e| panic!("no private Nix: {e}")))
         });
         let tmp = TempDir::new("fakepi");
@@ -528,7 +530,10 @@ impl Fleet {
     /// Starts a fake Pi's container (not waiting for it).
     pub fn start(&mut self, name: &str) {
         let i = self.pis.iter().position(|p| p.name == name).unwrap();
-        let base = self.pis[i].root.clone().unwrap_or_else(|| self.base.clone());
+        let base = self.pis[i]
+            .root
+            .clone()
+            .unwrap_or_else(|| self.base.clone());
         let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir_all(dir.join("nix")).unwrap();

@@ -62,8 +62,7 @@ const LINKS: [&str; 11] = [
 /// binary cache (offline: the fixture flakes have no inputs, so no flake
 /// registry is fetched either), no sandbox (the fixture flakes' builders use this machine's
 /// tools; the binfmt tests bring their own `nix.conf` with the sandbox on).
-pub const NIX_CONF: &str =
-    "build-users-group =\nsubstituters =\nsandbox = false\n";
+pub const NIX_CONF: &str = "build-users-group =\nsubstituters =\nsandbox = false\n";
 
 /// Why a private current Nix cannot be had here, if it cannot.
 pub fn missing() -> Option<String> {
@@ -81,7 +80,10 @@ pub fn missing() -> Option<String> {
         }
     }
     if !Path::new("/nix").is_dir() {
-        return Some("/nix is missing: the private stores are mounted over it (apt-get install nix-bin)".into());
+        return Some(
+            "/nix is missing: the private stores are mounted over it (apt-get install nix-bin)"
+                .into(),
+        );
     }
     None
 }
