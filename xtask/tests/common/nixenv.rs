@@ -149,8 +149,17 @@ pub fn root_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
         if root.join(".ready").exists() {
             return Ok(root.clone());
         }
-        let tmp = cache.join(format!("nixenv-{suite}.tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        // What an interrupted run left (any process's: we hold the lock).
+        let stale = format!("nixenv-{suite}.tmp");
+        for e in std::fs::read_dir(&cache)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(&stale) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let tmp = cache.join(format!("{stale}{}", std::process::id()));
         make_root(&tmp, suite)?;
         let _ = std::fs::remove_dir_all(&root);
         std::fs::rename(&tmp, &root).map_err(|e| e.to_string())?;
@@ -173,8 +182,11 @@ fn make_root(tmp: &Path, suite: &str) -> Result<(), String> {
         "nixenv: debootstrap of the {suite} root with its Nix (about a minute, once), in {}",
         tmp.display()
     ));
-    let mut debootstrap = Command::new("debootstrap");
+    // In a mount namespace of its own: what it mounts in the root (/proc,
+    // /sys) never shows on the machine, and goes away if it is killed.
+    let mut debootstrap = Command::new("unshare");
     debootstrap
+        .args(["--mount", "--propagation", "private", "debootstrap"])
         .args(["--variant=minbase", &format!("--include={INCLUDE}"), suite])
         .arg(tmp)
         .arg(&mirror);
