@@ -115,3 +115,33 @@ fn the_nix_is_current() {
         format!("nix-store (Nix) {num}")
     );
 }
+
+/// The machine's own Nix stays reachable for the tests that prove the
+/// xtask refuses it, and it is not the tests' Nix.
+#[test]
+fn the_machines_nix_is_reachable_for_refusal_tests() {
+    if !common::prerequisite(common::need_nix().or_else(|| common::need_program("nix", "nix-bin")))
+    {
+        return;
+    }
+    let ours = common::command("nix").arg("--version").output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The PATH the xtask would be given.
+    let cmd = common::xtask_with_machine_nix(dir.path());
+    let path = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v)
+        .unwrap()
+        .to_owned();
+    let theirs = std::process::Command::new("nix")
+        .env("PATH", &path)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(theirs.status.success());
+    assert_ne!(
+        ours.stdout, theirs.stdout,
+        "the machine's Nix is the tests' Nix"
+    );
+}
