@@ -436,8 +436,9 @@ impl Fleet {
         env
     }
 
-    /// `nix` (or another Nix command) with the private Nix.
-    fn nix_cmd(&self, program: &str) -> Command {
+    /// `nix` (or another Nix command) with the workstation's private Nix:
+    /// tests run Nix here through it (or `common::command`), never plain.
+    pub fn nix_cmd(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         if let Some(n) = &self.nix {
             n.apply(&mut cmd);
