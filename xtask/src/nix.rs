@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell, cmd};
 
 use crate::exec;
@@ -105,14 +105,22 @@ pub fn error_line(msg: &str, file: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// The first line of a Nix error that says what is wrong.
+/// The first line of a Nix error that says what is wrong. Nix 2.8 puts
+/// it on the first `error:` line; newer Nix may print a bare `error:`,
+/// then the evaluation trace (`… while calling …`), then the nested
+/// `error: <what is wrong>`.
 pub fn error_summary(msg: &str) -> String {
     msg.lines()
         .map(str::trim)
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| msg.lines().next().unwrap_or(""))
-        .trim_start_matches("error:")
-        .trim()
+        .filter_map(|l| l.strip_prefix("error:"))
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_else(|| {
+            msg.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("")
+        })
         .to_string()
 }
 
@@ -231,19 +239,29 @@ pub fn closure_info(path: &str) -> std::process::Command {
 }
 
 /// (path, NAR size) for each path of `nix path-info --json` output: a list
-/// on Nix 2.8, an object keyed by path on newer Nix.
+/// on Nix 2.8 (`"valid": false` for a path not in the store), an object
+/// keyed by path on newer Nix (`null` for a path not in the store). A path
+/// not in the store is an error on both.
 pub fn nar_sizes(json: &str) -> Result<Vec<(String, u64)>> {
     let v: serde_json::Value = serde_json::from_str(json)
         .with_context(|| format!("nix path-info printed something that is not JSON: {json}"))?;
-    let size = |i: &serde_json::Value| i.get("narSize").and_then(|s| s.as_u64()).unwrap_or(0);
-    Ok(match &v {
+    let entries: Vec<(String, &serde_json::Value)> = match &v {
         serde_json::Value::Array(items) => items
             .iter()
-            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), size(i))))
+            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), i)))
             .collect(),
-        serde_json::Value::Object(map) => map.iter().map(|(p, i)| (p.clone(), size(i))).collect(),
-        _ => Vec::new(),
-    })
+        serde_json::Value::Object(map) => map.iter().map(|(p, i)| (p.clone(), i)).collect(),
+        _ => bail!("nix path-info printed neither a list nor an object: {json}"),
+    };
+    entries
+        .into_iter()
+        .map(|(p, i)| {
+            if i.is_null() || i.get("valid").and_then(|v| v.as_bool()) == Some(false) {
+                bail!("{p} is not in the Nix store (nix path-info says it is not valid)");
+            }
+            Ok((p, i.get("narSize").and_then(|s| s.as_u64()).unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// `nix copy --to ssh://<dest> --substitute-on-destination <path>`: the
@@ -276,3 +294,7 @@ mod deploy_tests {
         assert_eq!(old, new);
     }
 }
+
+/// What both Nix versions the tests run (2.8, 2.26) print, parsed.
+#[cfg(test)]
+mod versions;

@@ -32,7 +32,8 @@ fn build(tag: &str) -> (String, String) {
 fn machine_store() -> Vec<String> {
     let out = std::process::Command::new("nsenter")
         .arg(format!("--mount=/proc/{}/ns/mnt", std::process::id()))
-        .args(["ls", "/nix/store"])
+        // (A machine whose Nix never ran may have no store yet.)
+        .args(["sh", "-c", "[ ! -e /nix/store ] || ls /nix/store"])
         .output()
         .unwrap();
     assert!(
@@ -77,7 +78,6 @@ fn same_derivation_is_built_again() {
     // (Other processes may use the machine's store meanwhile: look for
     // this test's derivation only.)
     let machine = machine_store();
-    assert!(!machine.is_empty(), "cannot read the machine's /nix/store");
     assert!(
         !machine.iter().any(|p| p.contains("-nixenv-shared")),
         "the build went to the machine's store"
@@ -113,5 +113,35 @@ fn the_nix_is_current() {
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("nix-store (Nix) {num}")
+    );
+}
+
+/// The machine's own Nix stays reachable for the tests that prove the
+/// xtask refuses it, and it is not the tests' Nix.
+#[test]
+fn the_machines_nix_is_reachable_for_refusal_tests() {
+    if !common::prerequisite(common::need_nix().or_else(|| common::need_program("nix", "nix-bin")))
+    {
+        return;
+    }
+    let ours = common::command("nix").arg("--version").output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The PATH the xtask would be given.
+    let cmd = common::xtask_with_machine_nix(dir.path());
+    let path = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v)
+        .unwrap()
+        .to_owned();
+    let theirs = std::process::Command::new("nix")
+        .env("PATH", &path)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(theirs.status.success());
+    assert_ne!(
+        ours.stdout, theirs.stdout,
+        "the machine's Nix is the tests' Nix"
     );
 }

@@ -405,7 +405,7 @@ fn show_config(
     let mut out = run(false);
     if let Ok(o) = &out
         && !o.status.success()
-        && String::from_utf8_lossy(&o.stderr).contains("experimental Nix feature 'nix-command'")
+        && nixconf::nix_command_disabled(&String::from_utf8_lossy(&o.stderr))
     {
         nix_command = false;
         out = run(true);

@@ -15,6 +15,14 @@ pub fn parse_show_config(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether Nix refused a command because nix-command is off: Nix 2.8 says
+/// "experimental Nix feature 'nix-command' is disabled; use
+/// '--extra-experimental-features nix-command' to override", newer Nix
+/// "…; add '--extra-experimental-features nix-command' to enable it".
+pub fn nix_command_disabled(stderr: &str) -> bool {
+    stderr.contains("experimental Nix feature 'nix-command' is disabled")
+}
+
 /// The space-separated words of a setting.
 pub fn words<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Vec<&'a str> {
     config

@@ -69,7 +69,13 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
 /// The fake Pis' shared root: the tests' trixie root (`nixenv.rs`, with
 /// systemd, sshd and Nix 2.26), made NixOS-like once, under the same lock.
 pub fn base(cache: &Path) -> Result<PathBuf, String> {
-    let root = nixenv::root(cache)?;
+    base_of(cache, nixenv::SUITE)
+}
+
+/// A fake Pi root of another Debian suite (another Nix version), for
+/// [`Fleet::boot_from`].
+pub fn base_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
+    let root = nixenv::root_of(cache, suite)?;
     if root.join(".fakepi-ready").exists() {
         return Ok(root);
     }
@@ -328,6 +334,8 @@ pub const FLAKE: &str = r##"{
 pub struct Pi {
     pub name: String,
     pub port: u16,
+    /// Its root, when not the fleet's (another Nix version).
+    pub root: Option<PathBuf>,
     /// Booted without systemd: sshd alone under a stub init.
     pub plain: bool,
     dir: PathBuf,
@@ -346,17 +354,22 @@ pub struct Fleet {
     base: PathBuf,
     pub pis: Vec<Pi>,
     /// The workstation's private Nix (this thread's, see `nixenv.rs`).
-    pub nix: nixenv::Vars,
+    pub nix: Option<nixenv::Vars>,
 }
 
 impl Fleet {
     /// A repository listing `names` (each on its own free port, 127.0.0.1),
     /// every host at `Spec::version("0")`. Nothing boots yet. The calling
-    /// thread gets its private Nix (`nixenv::enter`), which the fleet's
-    /// commands use.
+    /// thread gets its private Nix (`nixenv::enter`) when `base` is the
+    /// root from [`base`] (else no Pi can boot, and only the thread's own
+    /// private Nix, if any, is used).
     pub fn new(base: &Path, names: &[&str]) -> Fleet {
-        let cache = base.parent().expect("the root is in a cache dir");
-        let nix = nixenv::enter(cache).unwrap_or_else(|e| panic!("no private Nix: {e}"));
+        let nix = nixenv::current().or_else(|| {
+            let cache = base
+                .parent()
+                .filter(|_| base.join(".fakepi-ready").exists())?;
+            Some(nixenv::enter(cache).unwrap_or_else(|e| panic!("no private Nix: {e}")))
+        });
         let tmp = TempDir::new("fakepi");
         let repo = tmp.0.join("repo");
         let work = tmp.0.join("work");
@@ -391,6 +404,7 @@ impl Fleet {
             fleet.pis.push(Pi {
                 name: n.to_string(),
                 port,
+                root: None,
                 plain: false,
                 dir: fleet.tmp.0.join("pis").join(n),
                 child: None,
@@ -416,16 +430,19 @@ impl Fleet {
             "PI_NIXOS_SSH_CONFIG".to_string(),
             self.work().join("ssh_config").display().to_string(),
         )];
-        for (k, v) in &self.nix.set {
+        for (k, v) in self.nix.iter().flat_map(|n| &n.set) {
             env.push((k.clone(), v.to_string_lossy().into_owned()));
         }
         env
     }
 
-    /// `nix` (or another Nix command) with the private Nix.
-    fn nix_cmd(&self, program: &str) -> Command {
+    /// `nix` (or another Nix command) with the workstation's private Nix:
+    /// tests run Nix here through it (or `common::command`), never plain.
+    pub fn nix_cmd(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        self.nix.apply(&mut cmd);
+        if let Some(n) = &self.nix {
+            n.apply(&mut cmd);
+        }
         cmd
     }
 
@@ -513,8 +530,11 @@ impl Fleet {
 
     /// Starts a fake Pi's container (not waiting for it).
     pub fn start(&mut self, name: &str) {
-        let base = self.base.clone();
         let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        let base = self.pis[i]
+            .root
+            .clone()
+            .unwrap_or_else(|| self.base.clone());
         let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir_all(dir.join("nix")).unwrap();
@@ -549,6 +569,11 @@ impl Fleet {
         } else {
             nspawn.arg("--boot");
         }
+        if self.pis[i].root.is_some() {
+            // A newer systemd (258 on) refuses the legacy cgroup hierarchy
+            // that this nspawn would give it on a hybrid host.
+            nspawn.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1");
+        }
         nspawn
             .arg("--directory")
             .arg(&base)
@@ -581,6 +606,13 @@ impl Fleet {
             .spawn()
             .expect("cannot start systemd-nspawn");
         self.pis[i].child = Some(child);
+    }
+
+    /// Makes a fake Pi boot another root (from [`base_of`]: another Debian
+    /// release, so another Nix version) before it starts.
+    pub fn boot_from(&mut self, name: &str, root: &Path) {
+        let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        self.pis[i].root = Some(root.to_path_buf());
     }
 
     /// Makes a fake Pi boot without systemd (before it starts): sshd alone,

@@ -57,6 +57,23 @@ pub fn with_nix(cmd: &mut Command) {
     }
 }
 
+/// `cargo xtask` with the machine's own Nix first on PATH (Debian 12's 2.8
+/// on CI), still on the test's private store: for the tests that prove the
+/// xtask refuses a Nix that is too old. Prints that Nix's version once.
+pub fn xtask_with_machine_nix(flake: &Path) -> Command {
+    let mut cmd = xtask(flake);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    if let Ok(out) = std::process::Command::new("nix").arg("--version").output() {
+        nixenv::report_version(
+            "workstation (the machine's own Nix)",
+            &String::from_utf8_lossy(&out.stdout),
+        );
+    }
+    cmd
+}
+
 /// A std command for `program` with the test's private Nix.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);

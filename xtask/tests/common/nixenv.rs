@@ -59,11 +59,10 @@ const LINKS: [&str; 11] = [
 ];
 
 /// The private `nix.conf`: root runs builds itself (no build users), no
-/// binary cache and no flake registry (offline, nothing outside this
-/// machine), no sandbox (the fixture flakes' builders use this machine's
+/// binary cache (offline: the fixture flakes have no inputs, so no flake
+/// registry is fetched either), no sandbox (the fixture flakes' builders use this machine's
 /// tools; the binfmt tests bring their own `nix.conf` with the sandbox on).
-pub const NIX_CONF: &str =
-    "build-users-group =\nsubstituters =\nflake-registry =\nsandbox = false\n";
+pub const NIX_CONF: &str = "build-users-group =\nsubstituters =\nsandbox = false\n";
 
 /// Why a private current Nix cannot be had here, if it cannot.
 pub fn missing() -> Option<String> {
@@ -135,8 +134,14 @@ pub fn locked<T>(cache: &Path, f: impl FnOnce() -> Result<T, String>) -> Result<
 
 /// The trixie root with Nix 2.26, made on first use and cached.
 pub fn root(cache: &Path) -> Result<PathBuf, String> {
+    root_of(cache, SUITE)
+}
+
+/// The root of another Debian suite (e.g. [`NEWER`], whose Nix is newer
+/// than trixie's), made and cached the same way.
+pub fn root_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
     let cache = cache_dir(cache);
-    let root = cache.join(format!("nixenv-{SUITE}"));
+    let root = cache.join(format!("nixenv-{suite}"));
     if root.join(".ready").exists() {
         return Ok(root);
     }
@@ -144,29 +149,54 @@ pub fn root(cache: &Path) -> Result<PathBuf, String> {
         if root.join(".ready").exists() {
             return Ok(root.clone());
         }
-        let tmp = cache.join(format!("nixenv-{SUITE}.tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        make_root(&tmp)?;
+        // What an interrupted run left (any process's: we hold the lock).
+        let stale = format!("nixenv-{suite}.tmp");
+        for e in std::fs::read_dir(&cache)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(&stale) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let tmp = cache.join(format!("{stale}{}", std::process::id()));
+        make_root(&tmp, suite)?;
         let _ = std::fs::remove_dir_all(&root);
         std::fs::rename(&tmp, &root).map_err(|e| e.to_string())?;
-        // The patched binary names the root's loader by path: re-patch it
-        // for the root's final place.
+        // The patched binary names the root's loader by path: patch it for
+        // the root's final place.
         patch(&root)?;
         std::fs::write(root.join(".ready"), "").map_err(|e| e.to_string())?;
         Ok(root.clone())
     })
 }
 
-fn make_root(tmp: &Path) -> Result<(), String> {
+/// Debian's next release (testing): its `nix-bin` is newer than trixie's
+/// (2.34 when this was written), for a fake Pi whose Nix differs from the
+/// workstation's.
+pub const NEWER: &str = "forky";
+
+fn make_root(tmp: &Path, suite: &str) -> Result<(), String> {
     let mirror = std::env::var("FAKEPI_MIRROR").unwrap_or_else(|_| MIRROR.into());
     say(&format!(
-        "nixenv: debootstrap of the {SUITE} root with its Nix (about a minute, once), in {}",
+        "nixenv: debootstrap of the {suite} root with its Nix (about a minute, once), in {}",
         tmp.display()
     ));
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={INCLUDE}"), SUITE])
+    // In a mount namespace of its own: what it mounts in the root (/proc,
+    // /sys) never shows on the machine, and goes away if it is killed.
+    let mut debootstrap = Command::new("unshare");
+    debootstrap
+        .args(["--mount", "--propagation", "private", "debootstrap"])
+        .args(["--variant=minbase", &format!("--include={INCLUDE}"), suite])
         .arg(tmp)
-        .arg(&mirror))?;
+        .arg(&mirror);
+    // A debootstrap older than the suite has no script for it: the
+    // testing suites are made like sid.
+    let scripts = Path::new("/usr/share/debootstrap/scripts");
+    if !scripts.join(suite).exists() {
+        debootstrap.arg(scripts.join("sid"));
+    }
+    run(&mut debootstrap)?;
     // debootstrap's --include cannot resolve nix-bin's dependencies; apt
     // runs with /proc mounted in a mount namespace of its own.
     run(Command::new("unshare")
