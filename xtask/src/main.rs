@@ -84,6 +84,7 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    nix::official_on_path();
     let root = || repo::root(cli.flake.as_deref());
     match cli.command {
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),

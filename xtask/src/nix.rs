@@ -17,6 +17,30 @@ pub fn nix(sh: &Shell) -> Cmd<'_> {
     cmd!(sh, "nix --extra-experimental-features").arg("nix-command flakes")
 }
 
+/// Where the official installer puts `nix`: on PATH only for login shells
+/// started after the install.
+pub const OFFICIAL_BIN: &str = "/nix/var/nix/profiles/default/bin";
+
+/// When no `nix` is on PATH but the official installer's is there (a shell
+/// started before `setup-binfmt --install-nix`), puts it first on this
+/// process's PATH, so the Quick start's next command finds it. Returns
+/// whether it did. Call before any thread starts.
+pub fn official_on_path() -> bool {
+    let bin = Path::new(OFFICIAL_BIN);
+    if exec::have("nix") || !bin.join("nix").is_file() {
+        return false;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let Ok(joined) = std::env::join_paths(dirs) else {
+        return false;
+    };
+    // SAFETY: called while the xtask runs no other thread.
+    unsafe { std::env::set_var("PATH", joined) };
+    true
+}
+
 /// Whether Nix is installed (its `nix` and `nix-instantiate`).
 pub fn installed() -> bool {
     exec::have("nix") && exec::have("nix-instantiate")

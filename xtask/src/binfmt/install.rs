@@ -12,10 +12,6 @@ use crate::nix::version::{self, Version};
 /// not root: it calls sudo itself.
 pub const OFFICIAL_INSTALLER: &str = "curl -L https://nixos.org/nix/install | sh -s -- --daemon";
 
-/// Where the official installer puts `nix`; login shells get it on PATH
-/// from /etc/profile.d, this process does not.
-pub const OFFICIAL_BIN: &str = "/nix/var/nix/profiles/default/bin";
-
 /// What the official installer needs that a minimal system may lack.
 pub const INSTALLER_NEEDS: [&str; 2] = ["curl", "xz-utils"];
 

@@ -4,10 +4,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use xshell::Shell;
 
-use crate::binfmt::{self, facts, fix, install};
+use crate::binfmt::{self, facts, fix};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -87,20 +87,12 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
 /// After the official installer: its `nix` is on PATH for new login shells
 /// only; put it on this process's PATH so that the rest of the setup uses it.
 fn official_nix_on_path() -> Result<()> {
-    let bin = Path::new(install::OFFICIAL_BIN);
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if !bin.join("nix").is_file() || std::env::split_paths(&path).any(|d| d == bin) {
-        return Ok(());
+    if crate::nix::official_on_path() {
+        println!(
+            "Nix is installed in {}: the next `cargo xtask` commands find it; open a new terminal for your shell to find it too",
+            crate::nix::OFFICIAL_BIN
+        );
     }
-    let mut dirs = vec![bin.to_path_buf()];
-    dirs.extend(std::env::split_paths(&path));
-    let joined = std::env::join_paths(dirs).context("cannot extend PATH")?;
-    // SAFETY: the xtask runs no other thread here.
-    unsafe { std::env::set_var("PATH", joined) };
-    println!(
-        "Nix is installed in {}: open a new terminal afterwards so that your shell finds it",
-        install::OFFICIAL_BIN
-    );
     Ok(())
 }
 
