@@ -259,20 +259,6 @@ impl Fleet {
         ))
     }
 
-    /// Reads the fleet and fails on any problem: for commands that act on it.
-    pub fn load(root: &Path) -> Result<Fleet> {
-        let (fleet, problems) = Fleet::read(root)?;
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-            bail!(
-                "the fleet definition has {} problem(s):\n{}\nfix them (`cargo xtask check` lists them again)",
-                problems.len(),
-                list.join("\n")
-            );
-        }
-        Ok(fleet)
-    }
-
     pub fn host(&self, name: &str) -> Result<&Host> {
         self.hosts.iter().find(|h| h.name == name).with_context(|| {
             let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();

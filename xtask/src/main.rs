@@ -12,6 +12,7 @@ mod exec;
 mod flash;
 mod git;
 mod image;
+mod interrupt;
 mod inventory;
 mod nix;
 mod nix_error;
@@ -77,7 +78,9 @@ fn main() {
         return;
     }
     let cli = Cli::parse();
-    if let Err(e) = dispatch(cli) {
+    let result = dispatch(cli);
+    interrupt::settle();
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

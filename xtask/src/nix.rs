@@ -129,22 +129,39 @@ pub fn error_line(msg: &str, file: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// The first line of a Nix error that says what is wrong. Nix 2.8 puts
-/// it on the first `error:` line; newer Nix may print a bare `error:`,
-/// then the evaluation trace (`… while calling …`), then the nested
-/// `error: <what is wrong>`.
+/// The line of a Nix error that says what is wrong: the first `error:`
+/// with a message (newer Nix opens a trace with a bare `error:` and puts
+/// the cause in a nested `error:` after the `… while` and `--show-trace`
+/// lines), preferring a cause over "N dependencies … failed to build".
+/// Without any `error:` line, the last meaningful line.
 pub fn error_summary(msg: &str) -> String {
-    msg.lines()
+    let errors: Vec<&str> = msg
+        .lines()
         .map(str::trim)
         .filter_map(|l| l.strip_prefix("error:"))
         .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or_else(|| {
-            msg.lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("")
+        .filter(|l| !l.is_empty())
+        .collect();
+    let follow_up = |l: &&str| {
+        (l.contains("dependencies of derivation") || l.contains("dependency of derivation"))
+            && l.contains("failed to build")
+    };
+    if let Some(e) = errors
+        .iter()
+        .find(|l| !follow_up(l))
+        .or_else(|| errors.first())
+    {
+        return e.to_string();
+    }
+    msg.lines()
+        .map(str::trim)
+        .rfind(|l| {
+            !l.is_empty()
+                && !l.starts_with("debug")
+                && !l.starts_with("warning:")
+                && !l.contains("--show-trace")
         })
+        .unwrap_or("")
         .to_string()
 }
 
@@ -302,6 +319,29 @@ pub fn copy_to(dest: &str, sshopts: &str, path: &str) -> std::process::Command {
     c
 }
 
+/// `nix copy --no-check-sigs --from ssh://<host> <path>`: the system built on
+/// a build host the user named, brought back the way `nix-copy-closure
+/// --from` does (no signature check: the paths are ours, built there).
+pub fn copy_from(host: &str, sshopts: &str, path: &str) -> std::process::Command {
+    let mut c = command();
+    c.env("NIX_SSHOPTS", sshopts)
+        .args(["copy", "--no-check-sigs", "--from"])
+        .arg(format!("ssh://{host}"))
+        .arg(path);
+    c
+}
+
+/// What to do when this machine's Nix refuses a copied path for want of a
+/// signature (a user the nix-daemon does not trust cannot skip the check).
+pub fn signature_hint(msg: &str) -> Option<String> {
+    (msg.contains("lacks a valid signature") || msg.contains("lacks a signature")).then(|| {
+        format!(
+            "this machine's Nix refuses unsigned paths from a user it does not trust: add `trusted-users = root {}` to /etc/nix/nix.conf and restart nix-daemon, or sign the paths on the build host (`secret-key-files` in its nix.conf) and add its public key to `trusted-public-keys` here",
+            std::env::var("USER").unwrap_or_else(|_| "<you>".into())
+        )
+    })
+}
+
 #[cfg(test)]
 mod deploy_tests {
     use super::*;
@@ -314,8 +354,44 @@ mod deploy_tests {
             "/nix/store/b"
         );
         let old = nar_sizes(r#"[{"path":"/nix/store/a","narSize":10}]"#).unwrap();
+        assert!(
+            show_args(&copy_from("root@b", "-p 22", "/nix/store/x"))
+                .contains("copy --no-check-sigs --from ssh://root@b /nix/store/x")
+        );
         let new = nar_sizes(r#"{"/nix/store/a":{"narSize":10}}"#).unwrap();
         assert_eq!(old, new);
+    }
+
+    fn show_args(c: &std::process::Command) -> String {
+        c.get_args()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Nix 2.8: the cause, then the `--show-trace` hint.
+    const DOWNLOAD_2_8: &str = "warning: error: unable to download 'https://h.invalid/x': Couldn't resolve host name (6); retrying in 300 ms\nerror: unable to download 'https://h.invalid/x': Couldn't resolve host name (6)\n(use '--show-trace' to show detailed location information)\n";
+    /// Newer Nix: a bare `error:`, the trace, then the cause.
+    const DOWNLOAD_NEW: &str = "error:\n       … while updating the lock file of flake 'path:/r'\n\n       … while updating the flake input 'nixpkgs'\n\n       (stack trace truncated; use '--show-trace' to show the full trace)\n\n       error: unable to download 'https://h.invalid/x': Couldn't resolve host name (6)\n";
+    const BUILD: &str = "error: builder for '/nix/store/a-x.drv' failed with exit code 1;\n       last 1 log lines:\n       > boom\nerror: 1 dependencies of derivation '/nix/store/b-y.drv' failed to build\n";
+
+    #[test]
+    fn error_summaries() {
+        let cause = "unable to download 'https://h.invalid/x': Couldn't resolve host name (6)";
+        assert_eq!(error_summary(DOWNLOAD_2_8), cause);
+        assert_eq!(error_summary(DOWNLOAD_NEW), cause);
+        assert!(error_summary(BUILD).starts_with("builder for '/nix/store/a-x.drv' failed"));
+        assert_eq!(
+            error_summary("copying path '/nix/store/a'\nssh: connect refused\n"),
+            "ssh: connect refused"
+        );
+    }
+
+    #[test]
+    fn signature_hints() {
+        let msg = "error: cannot add path '/nix/store/a-x' because it lacks a valid signature";
+        assert!(signature_hint(msg).unwrap().contains("trusted-users"));
+        assert!(signature_hint("error: boom").is_none());
     }
 }
 

@@ -8,7 +8,6 @@ use anyhow::{Result, bail};
 
 use crate::deploy;
 use crate::deploy::host::{self, Action, Ctx};
-use crate::inventory::Fleet;
 use crate::ssh::{self, Ssh};
 
 #[derive(clap::Args)]
@@ -22,8 +21,8 @@ pub struct Args {
     #[arg(long, value_name = "T")]
     tag: Vec<String>,
     /// Hosts deployed at the same time
-    #[arg(long, short, value_name = "N", default_value_t = 4)]
-    jobs: usize,
+    #[arg(long, short, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
     /// Only make the new system the default at next boot (no activation now)
     #[arg(long)]
     boot: bool,
@@ -46,11 +45,14 @@ pub struct Timeouts {
     /// Seconds the Pi waits for a confirmation over a new SSH connection before rolling back
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub confirm_timeout: u64,
+    /// Seconds an activation may take; a longer one is stopped and rolled back
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    pub activation_timeout: u64,
     /// Seconds to wait for declared containers to run after activation
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub health_timeout: u64,
     /// Seconds to wait for a Pi to answer SSH
-    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
+    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
 }
 
@@ -59,17 +61,22 @@ impl Timeouts {
         if self.confirm_timeout < 5 {
             bail!("--confirm-timeout must be at least 5 seconds, so a working Pi can be confirmed");
         }
+        if self.activation_timeout < 5 {
+            bail!(
+                "--activation-timeout must be at least 5 seconds, so a working activation can finish"
+            );
+        }
         Ok(())
     }
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let fleet = Fleet::load(root)?;
-    let hosts = deploy::select(&fleet, &args.hosts, args.all, &args.tag)?;
     args.timeouts.check()?;
     if let Some(note) = crate::git::uncommitted_note(root, "the hosts will run")? {
         eprintln!("{note}");
     }
+    let hosts = deploy::load_selected(root, &args.hosts, args.all, &args.tag)?;
+    let run = deploy::run_id("deploy");
     let ssh = Ssh::new(args.timeouts.connect_timeout)?;
     let ctx = Ctx {
         root,
@@ -80,10 +87,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             Action::Switch
         },
         confirm_timeout: args.timeouts.confirm_timeout,
+        activation_timeout: args.timeouts.activation_timeout,
         health_timeout: args.timeouts.health_timeout,
         build_host: args.build_host,
         commit: deploy::git_commit(root),
-        token: format!("deploy-{}-{}", deploy::unix_now(), std::process::id()),
+        token: run.clone(),
     };
     if args.dry_run {
         deploy::print_plans(&ctx, &hosts, None);
@@ -92,9 +100,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     crate::nix::version::require()?;
     deploy::run_hosts(
         root,
+        &run,
         "deploy",
         &hosts,
-        args.jobs,
+        args.jobs.into(),
         args.fail_fast,
         &|h, log, step| host::deploy(&ctx, h, log, step),
     )

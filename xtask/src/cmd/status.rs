@@ -13,6 +13,14 @@
 //!   local nixos-rebuild or rollback);
 //! - unknown: the tree cannot be evaluated, or it differs and the host was
 //!   never deployed by this tool.
+//!
+//! "next boot differs" when the system profile (what the next boot starts)
+//! is not the running system (`deploy --boot`, or a profile moved by hand).
+//!
+//! Exit code, for scripts: 0 every host reachable, NixOS, in sync and
+//! booting what it runs; 2 a host unreachable or its definition invalid;
+//! 3 every host reachable but one not in sync (outdated, drifted, unknown,
+//! next boot differs, not NixOS); 1 status itself failed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,30 +44,41 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Seconds to wait for a Pi to answer SSH
-    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT)]
+    #[arg(long, value_name = "S", default_value_t = ssh::CONNECT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout: u64,
     /// Do not evaluate the flake (the sync column says unknown)
     #[arg(long)]
     no_eval: bool,
 }
 
+/// Exit codes (see the module docs).
+pub const EXIT_UNREACHABLE: i32 = 2;
+pub const EXIT_NOT_IN_SYNC: i32 = 3;
+
+/// Unknown values are `None` (`null` in JSON).
 #[derive(Serialize, Debug)]
 pub struct Status {
     pub host: String,
+    /// up | not NixOS | unreachable | invalid (its definition has problems)
+    pub state: String,
     pub reachable: bool,
+    pub nixos: Option<bool>,
     pub error: Option<String>,
     pub nixos_version: Option<String>,
     pub generation: Option<u64>,
     pub generation_date: Option<String>,
     pub running: Option<String>,
     pub expected: Option<String>,
+    /// What the system profile points at: what the next boot starts.
+    pub next_boot: Option<String>,
+    pub next_boot_differs: Option<bool>,
     /// in sync | outdated | drifted | unknown
-    pub sync: String,
+    pub sync: Option<String>,
     pub sync_reason: String,
     pub deployed_commit: Option<String>,
-    pub failed_units: Vec<String>,
-    pub containers_running: usize,
-    pub containers_declared: usize,
+    pub failed_units: Option<Vec<String>>,
+    pub containers_running: Option<usize>,
+    pub containers_declared: Option<usize>,
     pub uptime_seconds: Option<f64>,
     /// The record `cargo xtask sd` left next to the host's image, if any.
     pub sd_image: Option<ImageInfo>,
@@ -74,10 +93,34 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             problems.len()
         );
     }
+    // Hosts whose entry is invalid (e.g. a malformed address) are shown
+    // as such, never silently left out.
+    let mut invalid: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &problems {
+        if let Some(name) = deploy::problem_host(p)
+            && fleet.host(&name).is_err()
+            && (args.hosts.is_empty() || args.hosts.contains(&name))
+        {
+            invalid
+                .entry(name)
+                .or_default()
+                .push(p.to_string().replace("\n    fix: ", ": "));
+        }
+    }
     let hosts = if args.hosts.is_empty() {
         fleet.hosts.clone()
     } else {
-        deploy::select(&fleet, &args.hosts, false, &[])?
+        let valid: Vec<String> = args
+            .hosts
+            .iter()
+            .filter(|n| !invalid.contains_key(*n))
+            .cloned()
+            .collect();
+        if valid.is_empty() {
+            Vec::new()
+        } else {
+            deploy::select(&fleet, &valid, false, &[])?
+        }
     };
     let ssh = Ssh::new(args.connect_timeout)?;
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
@@ -104,7 +147,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     });
     let eval_error = expected.as_ref().err().map(|e| format!("{e:#}"));
     let expected = expected.unwrap_or_default();
-    let rows: Vec<Status> = hosts
+    drop(ssh);
+    let mut rows: Vec<Status> = hosts
         .iter()
         .zip(facts)
         .map(|(h, f)| {
@@ -118,18 +162,81 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             )
         })
         .collect();
+    rows.extend(
+        invalid
+            .into_iter()
+            .map(|(name, why)| invalid_row(name, why)),
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+    } else {
+        print(&rows);
+        if let Some(e) = eval_error.as_ref().filter(|_| !args.no_eval) {
+            eprintln!(
+                "note: the Git tree could not be evaluated, so sync is unknown: {}",
+                nix::error_summary(e)
+            );
+        }
     }
-    print(&rows);
-    if let Some(e) = eval_error.filter(|_| !args.no_eval) {
-        eprintln!(
-            "note: the Git tree could not be evaluated, so sync is unknown: {}",
-            nix::error_summary(&e)
-        );
+    let code = exit_code(&rows, args.no_eval);
+    if code != 0 {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
     }
     Ok(())
+}
+
+/// 0, [`EXIT_UNREACHABLE`] or [`EXIT_NOT_IN_SYNC`] (see the module docs);
+/// with `no_eval` the sync with Git is not judged.
+pub fn exit_code(rows: &[Status], no_eval: bool) -> i32 {
+    if rows.iter().any(|s| !s.reachable) {
+        return EXIT_UNREACHABLE;
+    }
+    let behind = |s: &Status| {
+        s.nixos != Some(true)
+            || s.next_boot_differs == Some(true)
+            || (!no_eval && s.sync.as_deref() != Some("in sync"))
+    };
+    if rows.iter().any(behind) {
+        return EXIT_NOT_IN_SYNC;
+    }
+    0
+}
+
+fn empty(host: String, state: &str) -> Status {
+    Status {
+        host,
+        state: state.into(),
+        reachable: false,
+        nixos: None,
+        error: None,
+        nixos_version: None,
+        generation: None,
+        generation_date: None,
+        running: None,
+        expected: None,
+        next_boot: None,
+        next_boot_differs: None,
+        sync: None,
+        sync_reason: String::new(),
+        deployed_commit: None,
+        failed_units: None,
+        containers_running: None,
+        containers_declared: None,
+        uptime_seconds: None,
+        sd_image: None,
+    }
+}
+
+fn invalid_row(name: String, why: Vec<String>) -> Status {
+    let mut s = empty(name, "invalid");
+    s.error = Some(format!(
+        "not in the fleet: its entry has problems: {}",
+        why.join("; ")
+    ));
+    s.sync_reason = "invalid definition".into();
+    s
 }
 
 /// One `nix eval` for every host's toplevel path (evaluation only).
@@ -181,7 +288,7 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {
         }
         anyhow::bail!("{}", deploy::last_words(&out));
     }
-    anyhow::bail!("{}", failure.message(&t, ssh.connect_timeout, &err))
+    anyhow::bail!("{}", ssh.failure_message(&failure, &t, &err))
 }
 
 fn status(
@@ -191,28 +298,10 @@ fn status(
     expected: Option<String>,
     eval_error: Option<&str>,
 ) -> Status {
-    let declared = containers::read(root, &h.name)
-        .map(|c| c.len())
-        .unwrap_or(0);
-    let sd_image = image::info::read(root, &h.name);
-    let mut s = Status {
-        host: h.name.clone(),
-        reachable: false,
-        error: None,
-        nixos_version: None,
-        generation: None,
-        generation_date: None,
-        running: None,
-        expected: expected.clone(),
-        sync: "unknown".into(),
-        sync_reason: String::new(),
-        deployed_commit: None,
-        failed_units: Vec::new(),
-        containers_running: 0,
-        containers_declared: declared,
-        uptime_seconds: None,
-        sd_image,
-    };
+    let mut s = empty(h.name.clone(), "unreachable");
+    s.containers_declared = containers::read(root, &h.name).ok().map(|c| c.len());
+    s.sd_image = image::info::read(root, &h.name);
+    s.expected = expected.clone();
     let f = match f {
         Ok(f) => f,
         Err(e) => {
@@ -222,6 +311,8 @@ fn status(
         }
     };
     s.reachable = true;
+    s.nixos = Some(f.nixos);
+    s.state = if f.nixos { "up" } else { "not NixOS" }.into();
     s.nixos_version = Some(f.version.clone()).filter(|v| !v.is_empty());
     s.generation = f.profile_generation;
     s.generation_date = f
@@ -229,12 +320,23 @@ fn status(
         .and_then(|g| f.generation_time(g))
         .map(date);
     s.running = Some(f.current.clone()).filter(|c| !c.is_empty());
+    s.next_boot = Some(f.profile_path.clone()).filter(|c| !c.is_empty());
+    s.next_boot_differs = match (&s.running, &s.next_boot) {
+        (Some(r), Some(n)) => Some(r != n),
+        _ => None,
+    };
     s.deployed_commit = f.deployed.get("commit").cloned();
-    s.failed_units = f.failed.clone();
-    s.containers_running = f.running.len();
+    s.failed_units = Some(f.failed.clone());
+    s.containers_running = Some(f.running.len());
     s.uptime_seconds = f.uptime_secs;
+    if !f.nixos {
+        s.sync_reason =
+            "not NixOS (no /etc/NIXOS): deploy refuses it; boot it from this repository's SD image"
+                .into();
+        return s;
+    }
     let (sync, why) = sync(expected.as_deref(), &f, eval_error);
-    s.sync = sync.into();
+    s.sync = Some(sync.into());
     s.sync_reason = why;
     s
 }
@@ -277,34 +379,44 @@ pub fn sync(expected: Option<&str>, f: &Facts, eval_error: Option<&str>) -> (&'s
 }
 
 fn print(rows: &[Status]) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let declared = |s: &Status| opt(s.containers_declared.map(|n| n.to_string()));
     let table: Vec<[String; 9]> = rows
         .iter()
         .map(|s| {
             if !s.reachable {
                 return [
                     s.host.clone(),
-                    "unreachable".into(),
+                    s.state.clone(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
-                    format!("-/{}", s.containers_declared),
+                    format!("-/{}", declared(s)),
                     "-".into(),
                     image(s),
                 ];
             }
+            let mut git = opt(s.sync.clone());
+            if s.next_boot_differs == Some(true) {
+                git += ", next boot differs";
+            }
             [
                 s.host.clone(),
-                "up".into(),
+                s.state.clone(),
                 s.nixos_version.clone().unwrap_or_else(|| "?".into()),
                 match (s.generation, &s.generation_date) {
                     (Some(g), Some(d)) => format!("{g} ({d})"),
                     (Some(g), None) => g.to_string(),
                     _ => "?".into(),
                 },
-                s.sync.clone(),
-                s.failed_units.len().to_string(),
-                format!("{}/{}", s.containers_running, s.containers_declared),
+                git,
+                opt(s.failed_units.as_ref().map(|f| f.len().to_string())),
+                format!(
+                    "{}/{}",
+                    opt(s.containers_running.map(|n| n.to_string())),
+                    declared(s)
+                ),
                 s.uptime_seconds
                     .map(human_duration)
                     .unwrap_or_else(|| "?".into()),
@@ -330,11 +442,24 @@ fn print(rows: &[Status]) {
         if let Some(e) = &s.error {
             let prefix = format!("{}: ", s.host);
             println!("{prefix}{}", e.strip_prefix(&prefix).unwrap_or(e));
-        } else if s.sync != "in sync" {
-            println!("{}: {}: {}", s.host, s.sync, s.sync_reason);
+        } else if s.sync.as_deref() != Some("in sync") {
+            println!(
+                "{}: {}: {}",
+                s.host,
+                s.sync.as_deref().unwrap_or(&s.state),
+                s.sync_reason
+            );
         }
-        if !s.failed_units.is_empty() {
-            println!("{}: failed units: {}", s.host, s.failed_units.join(", "));
+        if s.next_boot_differs == Some(true) {
+            println!(
+                "{}: next boot differs: the system profile points at {} but {} runs; a reboot starts the profile's system (`deploy --boot`, or the profile was moved by hand)",
+                s.host,
+                s.next_boot.as_deref().unwrap_or("?"),
+                s.running.as_deref().unwrap_or("?")
+            );
+        }
+        if let Some(f) = s.failed_units.as_ref().filter(|f| !f.is_empty()) {
+            println!("{}: failed units: {}", s.host, f.join(", "));
         }
     }
 }
@@ -378,5 +503,29 @@ mod tests {
         );
         assert_eq!(sync(Some("/b"), &facts("/a", None), None).0, "unknown");
         assert_eq!(sync(None, &facts("/a", Some("/a")), Some("x")).0, "unknown");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let up = |sync: &str, differs: bool| {
+            let mut s = empty("a".into(), "up");
+            s.reachable = true;
+            s.nixos = Some(true);
+            s.sync = Some(sync.into());
+            s.next_boot_differs = Some(differs);
+            s
+        };
+        assert_eq!(exit_code(&[up("in sync", false)], false), 0);
+        assert_eq!(exit_code(&[up("outdated", false)], false), EXIT_NOT_IN_SYNC);
+        assert_eq!(exit_code(&[up("unknown", false)], true), 0);
+        assert_eq!(exit_code(&[up("in sync", true)], false), EXIT_NOT_IN_SYNC);
+        let down = empty("b".into(), "unreachable");
+        assert_eq!(
+            exit_code(&[up("outdated", false), down], false),
+            EXIT_UNREACHABLE
+        );
+        let mut other = up("in sync", false);
+        other.nixos = Some(false);
+        assert_eq!(exit_code(&[other], true), EXIT_NOT_IN_SYNC);
     }
 }

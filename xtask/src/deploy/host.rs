@@ -5,13 +5,14 @@
 //! connection → health check → record.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use super::activate::{activate, record};
+use super::lock::Lock;
 use super::remote::{self, Facts};
-use super::{Log, Outcome, guard, unix_now};
+use super::{Log, Outcome, guard};
 use crate::inventory::Host;
 use crate::ssh::{self, Ssh, Target};
 use crate::{containers, nix};
@@ -25,7 +26,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Action::Switch => "switch",
             Action::Boot => "boot",
@@ -39,22 +40,26 @@ pub struct Ctx<'a> {
     pub ssh: &'a Ssh,
     pub action: Action,
     pub confirm_timeout: u64,
+    /// Seconds an activation may take before the watchdog rolls it back.
+    pub activation_timeout: u64,
     pub health_timeout: u64,
     pub build_host: Option<String>,
     pub commit: Option<String>,
-    /// Unique name of this run's state on the targets.
+    /// This run's id: its log folder, its state on the targets, its lock.
     pub token: String,
 }
 
 /// What a step function learns, for the summary even when it fails.
 #[derive(Default)]
-struct State {
-    old: Option<u64>,
-    new: Option<u64>,
+pub struct State {
+    pub old: Option<u64>,
+    pub new: Option<u64>,
+    /// The outcome on the host is not known (it stopped answering).
+    pub unknown: bool,
 }
 
 /// The system to install: a store path (deploy) or a generation (rollback).
-enum Goal {
+pub enum Goal {
     Path(String),
     Generation(u64),
 }
@@ -69,6 +74,7 @@ fn outcome(start: Instant, st: State, r: Result<String>) -> Outcome {
         result,
         old: st.old,
         new: st.new,
+        unknown: st.unknown,
         duration: start.elapsed(),
     }
 }
@@ -96,7 +102,7 @@ pub fn rollback(ctx: &Ctx, h: &Host, to: Option<u64>, log: &Log, step: &dyn Fn(&
     outcome(start, st, r)
 }
 
-fn declared(ctx: &Ctx, h: &Host) -> Result<Vec<String>> {
+pub fn declared(ctx: &Ctx, h: &Host) -> Result<Vec<String>> {
     Ok(containers::read(ctx.root, &h.name)?
         .into_iter()
         .map(|c| c.name)
@@ -168,12 +174,14 @@ fn deploy_steps(
     step("connecting");
     ctx.ssh.connect(&t, &|c| log.command(c))?;
     let _connected = Connected(ctx.ssh, &t);
+    let _lock = Lock::take(ctx.ssh, &t, &ctx.token, log)?;
     let before = probe(ctx.ssh, &t, &declared, log)?;
     st.old = before.profile_generation;
     preflight(h, &before, Some(&cfg.system), log)?;
 
     step("lock-out guard");
     let keys = guard::key_lines(&cfg);
+    // In this run's own log folder: no other run shares it.
     let scratch = log.path.with_extension("keys");
     let fingerprints = ssh::fingerprints(&keys, &scratch)?;
     let used = ctx.ssh.used_key(&t);
@@ -199,7 +207,8 @@ fn deploy_steps(
             "{} already runs {path}: nothing to copy or activate",
             h.name
         ));
-        record(ctx, &t, &path, st.old, log)?;
+        let commit = ctx.commit.clone().unwrap_or_else(|| "unknown".into());
+        record(ctx, &t, &path, st.old, &commit, log)?;
         return Ok("unchanged (already running this system)".into());
     }
 
@@ -239,6 +248,7 @@ fn rollback_steps(
     step("connecting");
     ctx.ssh.connect(&t, &|c| log.command(c))?;
     let _connected = Connected(ctx.ssh, &t);
+    let _lock = Lock::take(ctx.ssh, &t, &ctx.token, log)?;
     let before = probe(ctx.ssh, &t, &declared, log)?;
     st.old = before.profile_generation;
     preflight(h, &before, None, log)?;
@@ -308,12 +318,17 @@ fn build(ctx: &Ctx, h: &Host, log: &Log) -> Result<String> {
         .context("the build host printed no store path")?
         .trim()
         .to_string();
-    let mut back = nix::command();
-    back.env("NIX_SSHOPTS", &opts)
-        .args(["copy", "--from"])
-        .arg(format!("ssh://{bh}"))
-        .arg(&path);
-    log.run_ok(&mut back, None, "copying the system from the build host")?;
+    let back = log.run(&mut nix::copy_from(&bh, &opts, &path), None)?;
+    if !back.status.success() {
+        let text = String::from_utf8_lossy(&back.stderr);
+        let hint = nix::signature_hint(&text)
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        bail!(
+            "copying the system from the build host failed: {}{hint}",
+            super::last_words(&back)
+        );
+    }
     Ok(path)
 }
 
@@ -359,356 +374,4 @@ fn free_space(ctx: &Ctx, t: &Target, path: &str, f: &Facts, log: &Log) -> Result
         );
     }
     Ok(())
-}
-
-/// Outcome of waiting for the confirmation.
-#[derive(Debug, PartialEq)]
-enum Confirm {
-    Confirmed,
-    RolledBack,
-    RollbackFailed,
-    Unreachable,
-    NotStarted,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn activate(
-    ctx: &Ctx,
-    h: &Host,
-    t: &Target,
-    goal: Goal,
-    before: &Facts,
-    declared: &[String],
-    log: &Log,
-    step: &dyn Fn(&str),
-    st: &mut State,
-) -> Result<String> {
-    let ssh = ctx.ssh;
-    let old = before.profile_generation.context("no system profile")?;
-    let dir = format!("{}/{}", remote::STATE, ctx.token);
-    let old_s = old.to_string();
-    let timeout = ctx.confirm_timeout.to_string();
-    let (how, target) = match &goal {
-        Goal::Path(p) => ("set", p.clone()),
-        Goal::Generation(g) => ("gen", g.to_string()),
-    };
-
-    step("activating");
-    log.run_ok(
-        &mut ssh.command(t, remote::INSTALL, &[&dir]),
-        Some(remote::HELPER.as_bytes()),
-        "installing the activation helper",
-    )?;
-    let out = log.run(
-        &mut ssh.command(
-            t,
-            remote::ACTIVATE,
-            &[&dir, ctx.action.as_str(), how, &target, &old_s, &timeout],
-        ),
-        None,
-    )?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    st.new = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("new_generation="))
-        .and_then(|g| g.trim().parse().ok());
-    match out.status.code() {
-        Some(0) => {}
-        Some(10) => bail!(
-            "setting the system profile failed: {}",
-            super::last_words(&out)
-        ),
-        Some(12) => {
-            st.new = None;
-            let now = probe(ssh, t, declared, log).ok();
-            let back = now.as_ref().and_then(|f| f.profile_generation);
-            bail!(
-                "activation failed ({}); rolled back to generation {}{}",
-                super::last_words(&out),
-                old,
-                if back == Some(old) {
-                    ""
-                } else {
-                    " — but the profile is not there: check the host"
-                }
-            )
-        }
-        None | Some(255) => log.line(
-            "the connection ended during activation; the transient unit goes on on the target, waiting for it",
-        ),
-        _ => {
-            st.new = None;
-            bail!(
-                "activation did not start: {}; nothing was switched (the profile may point at the new generation: `cargo xtask status {}`)",
-                super::last_words(&out),
-                h.name
-            )
-        }
-    }
-
-    if ctx.action == Action::Boot {
-        // No record: the host still runs what it ran (status says so).
-        let f = probe(ssh, t, declared, log)?;
-        st.new = f.profile_generation;
-        return Ok(format!(
-            "generation {} is the default at next boot",
-            st.new.map(|n| n.to_string()).unwrap_or_default()
-        ));
-    }
-
-    step("confirming over a new connection");
-    let confirmed = confirm(ctx, t, &dir, log);
-    if matches!(confirmed, Confirm::RolledBack) {
-        st.new = None;
-    }
-    match confirmed {
-        Confirm::Confirmed => {}
-        Confirm::RolledBack => bail!(
-            "no new SSH connection reached {} within {} s after activation: it rolled itself back to generation {old}",
-            h.name,
-            ctx.confirm_timeout
-        ),
-        Confirm::RollbackFailed => bail!(
-            "no confirmation, and the automatic rollback to generation {old} FAILED on {}; see `journalctl -u pi-nixos-rollback-{}` there, or recover by hand (documentation/DEPLOYING.md)",
-            h.name,
-            ctx.token
-        ),
-        Confirm::NotStarted => bail!(
-            "the activation on {} never started (the connection dropped before it); nothing was switched, check with `cargo xtask status {}`",
-            h.name,
-            h.name
-        ),
-        Confirm::Unreachable => bail!(
-            "{} accepts no new SSH connection since activation; its watchdog rolls it back to generation {old} {} s after activation — check with `cargo xtask status {}`",
-            h.name,
-            ctx.confirm_timeout,
-            h.name
-        ),
-    }
-
-    step("health check");
-    let after = match health(ctx, t, before, declared, log) {
-        Ok(f) => f,
-        Err(why) => {
-            log.line(&format!("health check failed: {why:#}"));
-            let mut cmd = ssh.command(t, remote::CALL, &["rollback", &dir, &old_s]);
-            let rolled = log
-                .run(&mut cmd, None)
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if rolled {
-                st.new = None;
-                bail!("health check failed: {why:#}; rolled back to generation {old}");
-            }
-            bail!(
-                "health check failed: {why:#}; the rollback to generation {old} FAILED too: recover by hand (documentation/DEPLOYING.md)"
-            );
-        }
-    };
-    st.new = after.profile_generation;
-    record(ctx, t, &after.profile_path, st.new, log)?;
-    Ok(match goal {
-        Goal::Path(_) => "switched".to_string(),
-        Goal::Generation(_) => "rolled back".to_string(),
-    })
-}
-
-/// Confirms over fresh connections until the watchdog's deadline (and a
-/// little after, to learn what the target did).
-fn confirm(ctx: &Ctx, t: &Target, dir: &str, log: &Log) -> Confirm {
-    let start = Instant::now();
-    let deadline = Duration::from_secs(ctx.confirm_timeout + 30);
-    let pending_limit = Duration::from_secs(ctx.confirm_timeout + 900);
-    let limit = Duration::from_secs(ctx.ssh.connect_timeout + 20);
-    let mut logged_failure = false;
-    loop {
-        let mut cmd = ctx.ssh.fresh_command(t, remote::CALL, &["confirm", dir]);
-        if !logged_failure {
-            log.command(&cmd);
-        }
-        let out = ssh::output_within(&mut cmd, limit);
-        let answer = match &out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            Ok(o) => {
-                if !logged_failure {
-                    log.output(o);
-                    log.line("no new connection yet; trying again every second");
-                    logged_failure = true;
-                }
-                String::new()
-            }
-            Err(e) => {
-                log.line(&format!("{e:#}"));
-                String::new()
-            }
-        };
-        if !answer.is_empty() {
-            log.line(&format!(
-                "confirm: {answer} after {:.1} s",
-                super::secs(start)
-            ));
-        }
-        match answer.as_str() {
-            "confirmed" => return Confirm::Confirmed,
-            "rolled-back" => return Confirm::RolledBack,
-            "rollback-failed" => return Confirm::RollbackFailed,
-            "pending" if start.elapsed() < pending_limit => {}
-            "not-started" if start.elapsed() > Duration::from_secs(30) => {
-                return Confirm::NotStarted;
-            }
-            "rolling-back" => {}
-            _ if start.elapsed() > deadline => return Confirm::Unreachable,
-            _ => {}
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// No unit failed that had not failed before; the running system is the
-/// profile's; every declared container runs (waiting up to the health
-/// timeout for them to start).
-fn health(ctx: &Ctx, t: &Target, before: &Facts, declared: &[String], log: &Log) -> Result<Facts> {
-    let start = Instant::now();
-    loop {
-        let f = probe(ctx.ssh, t, declared, log)?;
-        if f.current != f.profile_path {
-            bail!(
-                "the running system ({}) is not the new profile ({})",
-                f.current,
-                f.profile_path
-            );
-        }
-        let new_failed: Vec<&String> = f
-            .failed
-            .iter()
-            .filter(|u| !before.failed.contains(u))
-            .collect();
-        if !new_failed.is_empty() {
-            let names: Vec<&str> = new_failed.iter().map(|s| s.as_str()).collect();
-            bail!(
-                "unit(s) failed since activation: {} (see `journalctl -u {}` on the host)",
-                names.join(", "),
-                names[0]
-            );
-        }
-        let missing: Vec<&String> = declared.iter().filter(|c| !f.running.contains(c)).collect();
-        if missing.is_empty() {
-            return Ok(f);
-        }
-        if start.elapsed() > Duration::from_secs(ctx.health_timeout) {
-            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            bail!(
-                "container(s) declared in {} not running after {} s: {}",
-                containers::file(&t.name),
-                ctx.health_timeout,
-                names.join(", ")
-            );
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-/// What `status` compares with: the deployed path, commit, time and who.
-fn record(ctx: &Ctx, t: &Target, path: &str, generation: Option<u64>, log: &Log) -> Result<()> {
-    let by = format!(
-        "{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "?".into()),
-        std::fs::read_to_string("/etc/hostname")
-            .unwrap_or_default()
-            .trim()
-    );
-    let text = format!(
-        "path={path}\ngeneration={}\ncommit={}\ntime={}\nby={by}",
-        generation.map(|g| g.to_string()).unwrap_or_default(),
-        ctx.commit.as_deref().unwrap_or("unknown"),
-        unix_now()
-    );
-    log.run_ok(
-        &mut ctx.ssh.command(t, remote::WRITE_RECORD, &[&text]),
-        None,
-        "recording the deploy on the host",
-    )?;
-    Ok(())
-}
-
-/// Every command a deploy of `h` would run, for `--dry-run` (values known
-/// only while deploying are shown as <placeholders>).
-pub fn plan(ctx: &Ctx, h: &Host, rollback_to: Option<Option<u64>>) -> Vec<String> {
-    let t = Target::of(h);
-    let ssh = ctx.ssh;
-    let dir = format!("{}/{}", remote::STATE, ctx.token);
-    let show = |c: Command| format!("$ {}", ssh::show(&c));
-    let mut lines = Vec::new();
-    let declared = declared(ctx, h).unwrap_or_default().join(" ");
-    let rolling = rollback_to.is_some();
-    if !rolling {
-        lines.push(show(nix::eval_apply(
-            &nix::host_attr(ctx.root, &h.name, ""),
-            &guard::apply_expr(&h.user),
-        )));
-    }
-    lines.push(show(ssh.master_command(&t)));
-    lines.push(show(ssh.command(&t, "<PROBE>", &[&declared])));
-    let (how, target) = if let Some(to) = rollback_to {
-        (
-            "gen",
-            to.map(|n| n.to_string())
-                .unwrap_or_else(|| "<previous-generation>".into()),
-        )
-    } else {
-        lines.push(
-            "# lock-out guard: ssh-keygen -lf <authorized keys of the new configuration>".into(),
-        );
-        let attr = nix::host_attr(ctx.root, &h.name, ".system.build.toplevel");
-        match ctx.build_host.clone().or_else(|| h.build_host.clone()) {
-            None => lines.push(show(nix::build_json(&attr))),
-            Some(bh) => {
-                lines.push(format!("$ nix eval --raw {attr}.drvPath"));
-                lines.push(format!("$ nix copy --derivation --to ssh://{bh} <drv>"));
-                lines.push(show(ssh.plain_command(&bh, "nix-store --realise <drv>")));
-                lines.push(format!("$ nix copy --from ssh://{bh} <toplevel>"));
-            }
-        }
-        lines.push(show(nix::closure_info("<toplevel>")));
-        lines.push(format!(
-            "{}  < <closure paths>",
-            show(ssh.command(&t, remote::MISSING, &[]))
-        ));
-        lines.push(show(nix::copy_to(
-            &t.destination(),
-            &ssh.nix_sshopts(Some(t.port)),
-            "<toplevel>",
-        )));
-        ("set", "<toplevel>".to_string())
-    };
-    lines.push(format!(
-        "{}  < <HELPER>",
-        show(ssh.command(&t, remote::INSTALL, &[&dir]))
-    ));
-    lines.push(show(ssh.command(
-        &t,
-        remote::ACTIVATE,
-        &[
-            &dir,
-            ctx.action.as_str(),
-            how,
-            &target,
-            "<current-generation>",
-            &ctx.confirm_timeout.to_string(),
-        ],
-    )));
-    if ctx.action == Action::Switch {
-        lines.push(format!(
-            "{}  # every second until confirmed",
-            show(ssh.fresh_command(&t, remote::CALL, &["confirm", &dir]))
-        ));
-        lines.push(show(ssh.command(&t, "<PROBE>", &[&declared])));
-    }
-    lines.push(show(ssh.command(&t, remote::WRITE_RECORD, &["<record>"])));
-    lines.push(show({
-        let mut c = Command::new("ssh");
-        c.args(["-O", "exit"]).arg(t.destination());
-        c
-    }));
-    lines
 }

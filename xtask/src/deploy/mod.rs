@@ -5,9 +5,12 @@
 //! - `host`: one host's deploy or rollback, step by step;
 //! - `guard`: the lock-out guard.
 
+pub mod activate;
 pub mod bench;
 pub mod guard;
 pub mod host;
+pub mod lock;
+pub mod plan;
 pub mod remote;
 
 use std::fs::File;
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::inventory::{Fleet, Host};
+use crate::inventory::{Fleet, Host, Problem};
 use crate::ssh;
 use crate::time::civil;
 pub use crate::time::unix_now;
@@ -52,6 +55,59 @@ pub fn select(fleet: &Fleet, names: &[String], all: bool, tags: &[String]) -> Re
         bail!("name the hosts to act on, or use --all or --tag <tag>");
     }
     Ok(hosts)
+}
+
+/// Reads the fleet and selects the hosts to act on. Problems in the fleet
+/// definition refuse the run only when they touch a selected host or the
+/// whole fleet; those only about other hosts are warnings.
+pub fn load_selected(
+    root: &Path,
+    names: &[String],
+    all: bool,
+    tags: &[String],
+) -> Result<Vec<Host>> {
+    let (fleet, problems) = Fleet::read(root)?;
+    let hosts = select(&fleet, names, all, tags)?;
+    let chosen: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let (refuse, warn) = partition_problems(&problems, &chosen);
+    for p in &warn {
+        eprintln!(
+            "warning: {} (not acted on; `cargo xtask check` lists every problem)",
+            p.to_string().replace("\n    fix: ", ": ")
+        );
+    }
+    if !refuse.is_empty() {
+        let list: Vec<String> = refuse.iter().map(|p| format!("  {p}")).collect();
+        bail!(
+            "the fleet definition has {} problem(s) that touch the hosts to act on:\n{}\nfix them (`cargo xtask check` lists them again)",
+            refuse.len(),
+            list.join("\n")
+        );
+    }
+    Ok(hosts)
+}
+
+/// The host a problem is about, if it names one: `host `NAME``, or a file
+/// under `hosts/NAME/`.
+pub fn problem_host(p: &Problem) -> Option<String> {
+    if let Some(rest) = p.file.strip_prefix("hosts/")
+        && let Some((name, _)) = rest.split_once('/')
+    {
+        return Some(name.to_string());
+    }
+    let at = p.message.find("host `")? + "host `".len();
+    let name = p.message[at..].split('`').next()?;
+    Some(name.to_string())
+}
+
+/// (problems that touch `chosen` or the whole fleet, problems only about other hosts).
+pub fn partition_problems<'a>(
+    problems: &'a [Problem],
+    chosen: &[&str],
+) -> (Vec<&'a Problem>, Vec<&'a Problem>) {
+    problems
+        .iter()
+        .partition(|p| problem_host(p).is_none_or(|h| chosen.contains(&h.as_str())))
 }
 
 /// One host's log: a file under `out/logs/`, echoed to stderr with a
@@ -140,18 +196,17 @@ impl Log {
     }
 }
 
-/// The last meaningful line a failed command printed.
+/// The line of a failed command's output that says what went wrong: Nix's
+/// real cause when it printed an `error:` (picked as `status` picks it,
+/// [`nix::error_summary`]), else the last meaningful line.
 pub fn last_words(out: &Output) -> String {
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty() && !l.starts_with("debug") && !l.starts_with("warning:"))
-        .unwrap_or("no output")
-        .to_string()
+    let s = crate::nix::error_summary(&text);
+    if s.is_empty() { "no output".into() } else { s }
 }
 
 /// A progress line per host: redrawn in place on a terminal, else printed.
@@ -228,12 +283,13 @@ pub fn parallel<T: Send>(
 pub fn print_plans(ctx: &host::Ctx, hosts: &[Host], rollback_to: Option<Option<u64>>) {
     for h in hosts {
         println!("# {} ({}:{})", h.name, h.destination(), h.port);
-        for line in host::plan(ctx, h, rollback_to) {
+        for line in plan::plan(ctx, h, rollback_to) {
             println!("{line}");
         }
         println!();
     }
     println!("# <PROBE> is:\n{}", remote::PROBE);
+    println!("# <LOCK> is:\n{}", remote::LOCK);
     println!(
         "# <HELPER> (written to /run/pi-nixos/<run>/run) is:\n{}",
         remote::HELPER
@@ -247,13 +303,14 @@ pub type HostWork<'a> = dyn Fn(&Host, &Log, &dyn Fn(&str)) -> Outcome + Sync + '
 /// line and log under `out/logs/<verb>-<time>/`, then prints the summary.
 pub fn run_hosts(
     root: &Path,
+    run: &str,
     verb: &str,
     hosts: &[Host],
     jobs: usize,
     fail_fast: bool,
     one: &HostWork,
 ) -> Result<()> {
-    let logs = log_dir(root, verb)?;
+    let logs = log_dir(root, run)?;
     let tty = tty() && hosts.len() > 1;
     let progress = Progress::new(hosts.iter().map(|h| h.name.clone()).collect(), tty);
     let outcomes = parallel(
@@ -270,6 +327,7 @@ pub fn run_hosts(
                         result: format!("{e:#}"),
                         old: None,
                         new: None,
+                        unknown: false,
                         duration: Duration::default(),
                     };
                 }
@@ -296,6 +354,8 @@ pub struct Outcome {
     pub result: String,
     pub old: Option<u64>,
     pub new: Option<u64>,
+    /// What the host ended up running is not known.
+    pub unknown: bool,
     pub duration: Duration,
 }
 
@@ -303,6 +363,7 @@ impl Outcome {
     pub fn generations(&self) -> String {
         let g = |x: Option<u64>| x.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
         match (self.old, self.new) {
+            (old, _) if self.unknown => format!("{} → ?", g(old)),
             (None, None) => "-".into(),
             (Some(old), None) => format!("{old} (unchanged)"),
             (old, new) => format!("{} → {}", g(old), g(new)),
@@ -317,9 +378,15 @@ fn verdict(o: &Outcome) -> String {
         m.clone()
     } else if m.contains("rolled back to") || m.contains("rolled itself back") {
         "ROLLED BACK".into()
-    } else if m.starts_with("lock-out guard") || m.starts_with("preflight") {
+    } else if m.starts_with("lock-out guard")
+        || m.starts_with("preflight")
+        || m.starts_with("refused:")
+    {
         "REFUSED".into()
-    } else if m.contains("unreachable") || m.contains("accepts no new SSH connection") {
+    } else if m.contains("unreachable")
+        || m.contains("refused the connection on port")
+        || m.contains("gave no outcome within")
+    {
         "UNREACHABLE".into()
     } else {
         "FAILED".into()
@@ -375,13 +442,33 @@ pub fn summary(
     Ok(())
 }
 
-/// `out/logs/<verb>-<UTC time>/`, created.
-pub fn log_dir(root: &Path, verb: &str) -> Result<PathBuf> {
-    let now = unix_now();
-    let dir = root
-        .join("out/logs")
-        .join(format!("{verb}-{}", compact_time(now)));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// A run's id, unique even for runs started in the same second (from
+/// other checkouts or workstations too): `<verb>-<UTC time>-<pid>-<nanos>`.
+/// It names the run's log folder, its state on the Pis and its lock.
+pub fn run_id(verb: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{verb}-{}-{}-{nanos:08x}",
+        compact_time(unix_now()),
+        std::process::id()
+    )
+}
+
+/// `out/logs/<run id>/`, created; never one that exists (another run's).
+pub fn log_dir(root: &Path, run: &str) -> Result<PathBuf> {
+    let parent = root.join("out/logs");
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let dir = parent.join(run);
+    std::fs::create_dir(&dir).with_context(|| {
+        format!(
+            "cannot create the run's own log folder {}; run again",
+            dir.display()
+        )
+    })?;
     Ok(dir)
 }
 
@@ -448,6 +535,52 @@ mod tests {
         assert_eq!(human_duration(59.0), "0m");
         assert_eq!(human_duration(3700.0), "1h 1m");
         assert_eq!(human_duration(90000.0), "1d 1h");
+    }
+
+    #[test]
+    fn problems_of_other_hosts_are_warnings() {
+        let p = |file: &str, msg: &str| Problem::new(file, 3, msg, "");
+        let all = [
+            p(
+                "hosts/fleet.toml",
+                "host `bad`: `x y` is not an IP address or DNS name",
+            ),
+            p("hosts/fleet.toml", "host `pi-a`: unknown model `pi9`"),
+            p("hosts/other/containers.toml", "image not pinned"),
+            p("keys/authorized_keys", "not a public key"),
+        ];
+        let (refuse, warn) = partition_problems(&all, &["pi-a"]);
+        assert_eq!(refuse.len(), 2, "{refuse:?}");
+        assert!(refuse[0].message.contains("pi-a") && refuse[1].file.starts_with("keys"));
+        assert_eq!(warn.len(), 2);
+        assert_eq!(problem_host(&all[2]).as_deref(), Some("other"));
+    }
+
+    #[test]
+    fn generations_column() {
+        let o = |old, new, unknown| Outcome {
+            ok: false,
+            result: String::new(),
+            old,
+            new,
+            unknown,
+            duration: Duration::default(),
+        };
+        assert_eq!(o(Some(2), Some(3), false).generations(), "2 → 3");
+        assert_eq!(o(Some(2), None, false).generations(), "2 (unchanged)");
+        assert_eq!(o(Some(2), Some(3), true).generations(), "2 → ?");
+    }
+
+    #[test]
+    fn run_ids_differ_within_a_second() {
+        let a = run_id("deploy");
+        let b = run_id("deploy");
+        assert_ne!(a, b);
+        assert!(a.starts_with("deploy-"));
+        let dir = std::env::temp_dir().join(format!("xtask-logdir-{}", std::process::id()));
+        assert!(log_dir(&dir, &a).is_ok());
+        assert!(log_dir(&dir, &a).is_err(), "another run's folder reused");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

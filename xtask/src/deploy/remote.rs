@@ -37,19 +37,24 @@ command -v docker >/dev/null 2>&1 && docker ps --format '{{.Names}}' 2>/dev/null
 true
 "#;
 
-/// The activation helper, written to `/run/pi-nixos/<token>/run`.
+/// The activation helper, written to `/run/pi-nixos/<run>/run`.
 ///
-/// - `activate DIR ACTION HOW TARGET OLD TIMEOUT`: sets the system profile
-///   (HOW=set: to store path TARGET; HOW=gen: to generation TARGET), runs the
-///   new system's `switch-to-configuration ACTION`; on failure rolls back to
-///   generation OLD at once; on success (switch) arms the watchdog: a
-///   transient timer that rolls back after TIMEOUT seconds unless confirmed.
-/// - `confirm DIR`: cancels the watchdog (over a fresh SSH connection).
-/// - `timeout DIR OLD`: what the watchdog runs.
-/// - `rollback DIR OLD`: roll back now (health check failed).
+/// - `activate DIR ACTION HOW TARGET OLD CONFIRM LIMIT`: sets the system
+///   profile (HOW=set: to store path TARGET; HOW=gen: to generation TARGET);
+///   for a switch, arms the activation watchdog (rolls back to generation
+///   OLD after LIMIT seconds, stopping a hung activation), runs the new
+///   system's `switch-to-configuration switch`; on failure rolls back at
+///   once; on success arms the confirmation watchdog (CONFIRM seconds) and
+///   disarms the first.
+/// - `confirm DIR`: cancels the watchdog once activated (over a fresh SSH
+///   connection); before that, or once decided, prints the state:
+///   `not-started`, `activating`, `rolling-back`, `rolled-back`,
+///   `rollback-failed` (then the reason on the next line).
+/// - `timeout DIR OLD WHICH WHY`: what a watchdog runs.
+/// - `rollback DIR OLD WHY`: roll back now (health check failed).
 ///
-/// `DIR/decided` is created by whichever of confirm and timeout comes first
-/// (`mkdir` is atomic), so a late confirmation never races a rollback.
+/// `DIR/decided` is created by whichever of confirm, a watchdog and a
+/// failed activation comes first (`mkdir` is atomic), so nothing races.
 pub const HELPER: &str = r#"#!/bin/sh
 # pi-nixos deploy helper: activation with an automatic rollback.
 set -u
@@ -62,22 +67,40 @@ rollback() {
   nix-env -p "$p" --switch-generation "$1" || return 1
   "$(readlink -f "$p")/bin/switch-to-configuration" switch
 }
+# arm WHICH SECONDS OLD WHY: run `timeout` after SECONDS unless decided.
 arm() {
   if [ -d /run/systemd/system ]; then
-    systemd-run --quiet --collect --unit="pi-nixos-rollback-$tok" \
-      --on-active="${1}s" --timer-property=AccuracySec=100ms \
+    systemd-run --quiet --collect --unit="pi-nixos-rollback-$tok-$1" \
+      --on-active="${2}s" --timer-property=AccuracySec=100ms \
       -E PATH -E LOCALE_ARCHIVE \
       --description="pi-nixos: roll back unless the deploy is confirmed" \
-      /bin/sh "$d/run" timeout "$d" "$2"
+      /bin/sh "$d/run" timeout "$d" "$3" "$1" "$4"
   else
-    setsid /bin/sh -c 'sleep "$1"; exec /bin/sh "$2/run" timeout "$2" "$3"' \
-      sh "$1" "$d" "$2" </dev/null >/dev/null 2>&1 &
+    setsid /bin/sh -c 'sleep "$1"; exec /bin/sh "$2/run" timeout "$2" "$3" "$4" "$5"' \
+      sh "$2" "$d" "$3" "$1" "$4" </dev/null >/dev/null 2>&1 &
   fi
+}
+disarm() {
+  [ -d /run/systemd/system ] && systemctl stop "pi-nixos-rollback-$tok-$1.timer" >/dev/null 2>&1
+  true
+}
+# finish OLD WHY: roll back (the caller holds DIR/decided), say how it went.
+finish() {
+  printf '%s\n' "$2" > "$d/reason"
+  echo rolling-back > "$d/result"
+  if rollback "$1"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; return 1; fi
+}
+# The activation's own error: its first line about an error or a failure.
+why() {
+  w=$(grep -i -E 'error|fail' "$d/switch.log" 2>/dev/null | grep -v -F 'error(s) occurred' | head -n 1)
+  [ -n "$w" ] || w=$(grep -v '^[[:space:]]*$' "$d/switch.log" 2>/dev/null | tail -n 1)
+  echo "$w" | sed 's/^[[:space:]]*//'
 }
 case $cmd in
 activate)
   touch "$d/started"
-  action=$3; how=$4; target=$5; old=$6; timeout=$7
+  echo $$ > "$d/activate.pid"
+  action=$3; how=$4; target=$5; old=$6; confirm=$7; limit=$8
   if [ "$how" = set ]; then
     nix-env -p "$p" --set "$target" || exit 10
   else
@@ -93,37 +116,63 @@ activate)
     "$(readlink -f "$p")/bin/switch-to-configuration" boot
     exit 12
   fi
-  if "$sys/bin/switch-to-configuration" switch; then
-    arm "$timeout" "$old" || log "cannot arm the watchdog"
-    touch "$d/armed"
-    log "activated generation $new; it rolls back to $old in ${timeout}s unless confirmed"
+  if ! arm activation "$limit" "$old" "activation did not finish within ${limit}s"; then
+    log "cannot arm the watchdog; the profile goes back to generation $old, nothing was activated"
+    nix-env -p "$p" --switch-generation "$old"
+    exit 14
+  fi
+  echo armed=1
+  # Output to a file, shown afterwards: a cut connection cannot break it.
+  "$sys/bin/switch-to-configuration" switch > "$d/switch.log" 2>&1 </dev/null
+  rc=$?
+  cat "$d/switch.log"
+  if [ $rc = 0 ]; then
+    arm confirm "$confirm" "$old" "no confirmation arrived within ${confirm}s" || log "cannot arm the confirmation watchdog"
+    touch "$d/activated"
+    disarm activation
+    log "activated generation $new; it rolls back to $old in ${confirm}s unless confirmed"
+    echo activated=1
     exit 0
   fi
-  log "switch-to-configuration switch failed"
-  mkdir "$d/decided" 2>/dev/null
-  if rollback "$old"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; fi
+  mkdir "$d/decided" 2>/dev/null || exit 12
+  w=$(why)
+  log "switch-to-configuration switch failed: $w"
+  disarm activation
+  finish "$old" "activation failed: $w"
   exit 12
   ;;
 confirm)
   [ -e "$d/started" ] || { echo not-started; exit 0; }
-  [ -e "$d/armed" ] || { echo pending; exit 0; }
-  if mkdir "$d/decided" 2>/dev/null; then
-    echo confirmed > "$d/result"
-    systemctl stop "pi-nixos-rollback-$tok.timer" >/dev/null 2>&1
-    echo confirmed
-  else
-    cat "$d/result" 2>/dev/null || echo rolling-back
+  if [ ! -e "$d/decided" ]; then
+    [ -e "$d/activated" ] || { echo activating; exit 0; }
+    if mkdir "$d/decided" 2>/dev/null; then
+      echo confirmed > "$d/result"
+      disarm confirm
+      echo confirmed
+      exit 0
+    fi
   fi
+  r=$(cat "$d/result" 2>/dev/null)
+  echo "${r:-rolling-back}"
+  cat "$d/reason" 2>/dev/null
+  true
   ;;
 timeout)
+  if [ "$4" = activation ] && [ -e "$d/activated" ]; then exit 0; fi
   mkdir "$d/decided" 2>/dev/null || exit 0
-  echo rolling-back > "$d/result"
-  log "no confirmation arrived"
-  if rollback "$3"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; exit 1; fi
+  log "$5"
+  if [ "$4" = activation ]; then
+    if [ -d /run/systemd/system ]; then
+      systemctl stop "pi-nixos-switch-$tok.service" >/dev/null 2>&1
+    else
+      kill "$(cat "$d/activate.pid")" 2>/dev/null
+    fi
+  fi
+  finish "$3" "$5" || exit 1
   ;;
 rollback)
   mkdir "$d/decided" 2>/dev/null
-  if rollback "$3"; then echo rolled-back > "$d/result"; else echo rollback-failed > "$d/result"; exit 1; fi
+  finish "$3" "$4" || exit 1
   ;;
 esac
 "#;
@@ -155,8 +204,35 @@ exec /bin/sh "$d/run" activate "$d" "$@""#;
 /// Runs a helper subcommand: `sh DIR/run CMD DIR ARGS…`.
 pub const CALL: &str = r#"c=$1; d=$2; shift 2; exec /bin/sh "$d/run" "$c" "$d" "$@""#;
 
-/// Records a successful deploy; `$1` is the record's text.
-pub const WRITE_RECORD: &str = r#"mkdir -p /var/lib/pi-nixos && printf '%s\n' "$1" > /var/lib/pi-nixos/deployed.new && mv /var/lib/pi-nixos/deployed.new /var/lib/pi-nixos/deployed"#;
+/// Records a successful deploy or rollback: `$1` store path, `$2`
+/// generation, `$3` commit (empty: the commit an earlier deploy recorded
+/// for that store path, as after a rollback), `$4` time, `$5` by whom.
+/// Every record is also appended to `history`, where rollbacks look up.
+pub const WRITE_RECORD: &str = r#"set -e
+v=/var/lib/pi-nixos; mkdir -p $v
+c=$3
+if [ -z "$c" ]; then
+  c=$(grep -F " $1 " $v/history 2>/dev/null | grep -v ' unknown$' | tail -n 1 | cut -d' ' -f3)
+fi
+[ -n "$c" ] || c=unknown
+printf 'path=%s\ngeneration=%s\ncommit=%s\ntime=%s\nby=%s\n' "$1" "$2" "$c" "$4" "$5" > $v/deployed.new
+mv $v/deployed.new $v/deployed
+printf '%s %s %s\n' "$4" "$1" "$c" >> $v/history
+echo "commit=$c""#;
+
+/// The per-host lock, held for a whole deploy or rollback by this script's
+/// SSH session: an flock on `/run/pi-nixos/lock`, taken at once or refused
+/// (printing `busy` and who holds it). `$1` says who we are. It is held
+/// while the workstation sends a line at least every 30 s, and released
+/// when the session ends (the run finished or died: EOF) or falls silent
+/// (the connection is gone), so a dead run never blocks the host.
+pub const LOCK: &str = r#"umask 077; mkdir -p /run/pi-nixos || exit 1
+exec 9>>/run/pi-nixos/lock
+if ! flock -n 9; then echo busy; cat /run/pi-nixos/lock.holder 2>/dev/null; exit 75; fi
+printf '%s\n' "$1" > /run/pi-nixos/lock.holder
+echo locked
+while [ -n "$(timeout 30 head -n 1)" ]; do :; done
+rm -f /run/pi-nixos/lock.holder"#;
 
 /// Prints the store paths (read from stdin, one a line) the target lacks.
 pub const MISSING: &str = r#"xargs nix-store --check-validity --print-invalid"#;

@@ -202,7 +202,8 @@ pub struct Spec {
     /// Any text: a new version is a new system.
     pub version: String,
     /// ok | fail (switch-to-configuration exits 1) | cut (stops sshd) |
-    /// failunit (leaves a failed unit behind)
+    /// failunit (leaves a failed unit behind) | cutfail (cuts every SSH
+    /// connection, then fails) | slow (takes 4 s) | hang (never ends)
     pub mode: String,
     /// services.openssh.enable
     pub sshd: bool,
@@ -302,6 +303,9 @@ pub const FLAKE: &str = r##"{
               ln -sfn $out /run/current-system
               case "$mode" in
                 fail) echo "fake activation failure" >&2; exit 1 ;;
+                cutfail) for p in /proc/[0-9]*; do [ "\$(cat \$p/comm 2>/dev/null)" = sshd ] && kill -9 \$(basename \$p) 2>/dev/null; done; sleep 1; echo "fake activation failure after a cut" >&2; exit 1 ;;
+                slow) sleep 4; start_sshd; exit 0 ;;
+                hang) sleep 100000 ;;
                 cut) stop_sshd; exit 0 ;;
                 failunit) start_sshd; systemd-run --quiet --unit=fakepi-broken /bin/false; exit 0 ;;
                 *) start_sshd; exit 0 ;;

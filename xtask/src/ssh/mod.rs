@@ -12,13 +12,17 @@
 //! `PI_NIXOS_SSH_CONFIG=<file>` makes every ssh call use that ssh_config
 //! instead of `~/.ssh/config` (a fleet-specific key or known_hosts file).
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod failure;
+mod keys;
+pub use failure::{Failure, classify};
+pub use keys::{fingerprints, used_key};
 
 /// Environment variable naming an ssh_config file to use instead of ~/.ssh/config.
 pub const CONFIG_ENV: &str = "PI_NIXOS_SSH_CONFIG";
@@ -28,6 +32,26 @@ pub const CONNECT_TIMEOUT: u64 = 5;
 
 /// Serialises host key questions between parallel hosts.
 static ASK: Mutex<()> = Mutex::new(());
+
+/// Closes every master connection whose socket is in `dir`, removes `dir`.
+fn close_all(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_socket()) {
+                let _ = Command::new("ssh")
+                    .arg("-S")
+                    .arg(e.path())
+                    .args(["-O", "exit", "pi-nixos-master"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
 
 /// Where an SSH connection goes.
 #[derive(Clone, Debug)]
@@ -111,6 +135,9 @@ pub struct Ssh {
 impl Ssh {
     pub fn new(connect_timeout: u64) -> Result<Ssh> {
         let dir = private_dir()?;
+        // Interrupted, the run still closes its masters and removes the folder.
+        let d = dir.clone();
+        crate::interrupt::on_exit(&dir.display().to_string(), move || close_all(&d));
         Ok(Ssh {
             config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
             connect_timeout,
@@ -254,10 +281,18 @@ impl Ssh {
             };
             match classify(&text) {
                 Failure::UnknownHostKey if attempt == 0 => self.ask_host_key(t)?,
-                f => bail!("{}", f.message(t, self.connect_timeout, &text)),
+                f => bail!("{}", self.failure_message(&f, t, &text)),
             }
         }
         bail!("{}: cannot connect", t.name)
+    }
+
+    /// [`Failure::message`] with the known_hosts file ssh reads for `t`.
+    pub fn failure_message(&self, f: &Failure, t: &Target, text: &str) -> String {
+        let file = self
+            .known_hosts_file(t)
+            .unwrap_or_else(|_| PathBuf::from("~/.ssh/known_hosts"));
+        f.message(t, self.connect_timeout, text, &file)
     }
 
     /// SHA256 fingerprint of the key this run authenticated with to `t`,
@@ -277,106 +312,12 @@ impl Ssh {
             .stderr(Stdio::null())
             .status();
     }
-
-    /// First contact: show the host's key fingerprint and ask whether to trust it.
-    fn ask_host_key(&self, t: &Target) -> Result<()> {
-        let _guard = ASK.lock().unwrap_or_else(|e| e.into_inner());
-        let scan = Command::new("ssh-keyscan")
-            .args(["-T", &self.connect_timeout.to_string(), "-p"])
-            .arg(t.port.to_string())
-            .arg(&t.address)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run ssh-keyscan (apt-get install openssh-client)")?;
-        let keys = String::from_utf8_lossy(&scan.stdout).to_string();
-        if keys.trim().is_empty() {
-            bail!(
-                "{}: the host key is unknown and ssh-keyscan got none from {}:{}",
-                t.name,
-                t.address,
-                t.port
-            );
-        }
-        let tmp = self.dir.join(format!("{}.scan", t.name));
-        std::fs::write(&tmp, &keys)?;
-        let fp = Command::new("ssh-keygen").arg("-lf").arg(&tmp).output()?;
-        let fingerprints = String::from_utf8_lossy(&fp.stdout).to_string();
-        let file = self.known_hosts_file(t)?;
-        eprintln!(
-            "{}: first contact with {} — its host key is not in {}:\n{}",
-            t.name,
-            t.known_hosts_name(),
-            file.display(),
-            fingerprints.trim_end()
-        );
-        eprint!(
-            "compare with the key the Pi shows (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it); trust it? [y/N] "
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let stdin = std::io::stdin();
-        let read = stdin.lock().read_line(&mut answer).unwrap_or(0);
-        if read == 0 || !matches!(answer.trim(), "y" | "Y" | "yes") {
-            let how = if std::io::stdin().is_terminal() {
-                ""
-            } else {
-                " (no answer: stdin is not a terminal)"
-            };
-            bail!(
-                "{}: host key not trusted{how}; run the command in a terminal and answer y after checking the fingerprint, or add the key to {} yourself",
-                t.name,
-                file.display()
-            );
-        }
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&file)
-            .with_context(|| format!("cannot write {}", file.display()))?;
-        for line in keys
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
-            writeln!(f, "{line}")?;
-        }
-        eprintln!("{}: host key added to {}", t.name, file.display());
-        Ok(())
-    }
-
-    /// The known_hosts file ssh reads for `t` (first `UserKnownHostsFile`).
-    fn known_hosts_file(&self, t: &Target) -> Result<PathBuf> {
-        let mut c = Command::new("ssh");
-        if let Some(cfg) = &self.config {
-            c.arg("-F").arg(cfg);
-        }
-        let out = c
-            .arg("-G")
-            .args(["-p", &t.port.to_string()])
-            .arg(t.destination())
-            .output()
-            .context("cannot run ssh -G")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let file = text
-            .lines()
-            .find_map(|l| l.strip_prefix("userknownhostsfile "))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("~/.ssh/known_hosts")
-            .to_string();
-        Ok(match file.strip_prefix("~/") {
-            Some(rest) => {
-                PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest)
-            }
-            None => PathBuf::from(file),
-        })
-    }
 }
 
 impl Drop for Ssh {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::interrupt::forget(&self.dir.display().to_string());
+        close_all(&self.dir);
     }
 }
 
@@ -400,85 +341,6 @@ fn private_dir() -> Result<PathBuf> {
         "cannot create a private temp dir for ssh in {}",
         base.display()
     )
-}
-
-/// Why a connection failed.
-#[derive(Debug, PartialEq)]
-pub enum Failure {
-    UnknownHostKey,
-    ChangedHostKey,
-    Unreachable,
-    Denied,
-    Other,
-}
-
-pub fn classify(text: &str) -> Failure {
-    if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        Failure::ChangedHostKey
-    } else if text.contains("host key is known for")
-        || text.contains("Host key verification failed")
-    {
-        Failure::UnknownHostKey
-    } else if text.contains("Permission denied") {
-        Failure::Denied
-    } else if [
-        "Connection refused",
-        "timed out",
-        "No route to host",
-        "Network is unreachable",
-        "Could not resolve hostname",
-        "Connection closed by",
-        "Connection reset",
-    ]
-    .iter()
-    .any(|s| text.contains(s))
-    {
-        Failure::Unreachable
-    } else {
-        Failure::Other
-    }
-}
-
-impl Failure {
-    pub fn message(&self, t: &Target, timeout: u64, text: &str) -> String {
-        let why = text
-            .lines()
-            .rfind(|l| !l.starts_with("debug") && !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let at = format!("{}:{}", t.address, t.port);
-        match self {
-            Failure::ChangedHostKey => format!(
-                "{}: the host key of {at} CHANGED since it was trusted; if the Pi was reinstalled, remove the old key with `ssh-keygen -R '{}'` and try again, otherwise someone may be intercepting the connection",
-                t.name,
-                t.known_hosts_name()
-            ),
-            Failure::UnknownHostKey => format!(
-                "{}: the host key of {at} is not known and was not accepted ({why})",
-                t.name
-            ),
-            Failure::Denied => format!(
-                "{}: {} refused our SSH key ({why}); check keys/authorized_keys and that your key is loaded (`ssh-add -l`)",
-                t.name,
-                t.destination()
-            ),
-            Failure::Unreachable => format!(
-                "{}: unreachable at {at} within {timeout} s ({why}); is it powered and on the network?",
-                t.name
-            ),
-            Failure::Other => format!("{}: ssh to {at} failed: {why}", t.name),
-        }
-    }
-}
-
-/// The fingerprint in `Server accepts key: <name> <TYPE> SHA256:<fp> …`.
-pub fn used_key(log: &str) -> Option<String> {
-    log.lines()
-        .filter(|l| l.contains("Server accepts key:"))
-        .flat_map(|l| l.split_whitespace())
-        .find(|w| w.starts_with("SHA256:"))
-        .map(String::from)
 }
 
 /// Runs `cmd` with stdin closed, killing it after `limit`.
@@ -505,25 +367,6 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
     }
 }
 
-/// Fingerprints (`SHA256:…`) of authorized_keys lines, by ssh-keygen.
-pub fn fingerprints(keys: &[String], scratch: &Path) -> Result<Vec<String>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    std::fs::write(scratch, keys.join("\n") + "\n")?;
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(scratch)
-        .output()
-        .context("cannot run ssh-keygen (apt-get install openssh-client)")?;
-    let _ = std::fs::remove_file(scratch);
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(String::from)
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,34 +387,5 @@ mod tests {
             r#"sh -c 'echo "$1"' sh 'a b'"#
         );
         assert!(remote_command("pi", "true", &[]).starts_with("sudo -n sh -c"));
-    }
-
-    #[test]
-    fn classifies_failures() {
-        assert_eq!(
-            classify(
-                "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed."
-            ),
-            Failure::UnknownHostKey
-        );
-        assert_eq!(
-            classify("@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
-            Failure::ChangedHostKey
-        );
-        assert_eq!(
-            classify("ssh: connect to host 10.0.0.9 port 22: Connection timed out"),
-            Failure::Unreachable
-        );
-        assert_eq!(
-            classify("root@x: Permission denied (publickey)."),
-            Failure::Denied
-        );
-    }
-
-    #[test]
-    fn finds_used_key() {
-        let log = "debug1: Offering public key: /k ED25519 SHA256:aaa explicit\ndebug1: Server accepts key: /k ED25519 SHA256:bbb explicit\n";
-        assert_eq!(used_key(log).as_deref(), Some("SHA256:bbb"));
-        assert_eq!(used_key("debug1: nothing"), None);
     }
 }
