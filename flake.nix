@@ -26,7 +26,12 @@
 
       hosts = builtins.mapAttrs mkHost inventory.hosts;
 
-      pkgs = nixpkgs.legacyPackages.x86_64-linux;
+      # The workstation (x86_64) and aarch64 machines: a Pi, a build host.
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forEachSystem = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
       inherit inventory;
@@ -36,22 +41,29 @@
       nixosConfigurations =
         hosts // lib.mapAttrs' (name: system: lib.nameValuePair "${name}-sd" system) hosts;
 
-      formatter.x86_64-linux = pkgs.nixfmt;
+      # `nix flake check --no-build --all-systems` evaluates every host's
+      # system (assertions included); without --no-build it builds them.
+      # Built with builtins only, so the host names are known without nixpkgs.
+      checks.aarch64-linux = builtins.mapAttrs (_: system: system.config.system.build.toplevel) hosts;
 
-      devShells.x86_64-linux.default = pkgs.mkShell {
-        packages = with pkgs; [
-          cargo
-          rustc
-          rustfmt
-          clippy
-          zstd
-          qemu
-          nixfmt
-          openssh
-          dosfstools
-          mtools
-          e2fsprogs
-        ];
-      };
+      formatter = forEachSystem (pkgs: pkgs.nixfmt);
+
+      devShells = forEachSystem (pkgs: {
+        default = pkgs.mkShell {
+          packages = with pkgs; [
+            cargo
+            rustc
+            rustfmt
+            clippy
+            zstd
+            qemu
+            nixfmt
+            openssh
+            dosfstools
+            mtools
+            e2fsprogs
+          ];
+        };
+      });
     };
 }

@@ -11,13 +11,36 @@ let
     "zero2w"
   ];
 
+  # `address = "a.b.c.d/len"`: a static address the Pi sets itself (with
+  # `gateway` and `dns`); SSH goes to the address alone. Anything else is
+  # the SSH destination as written (`<name>.local`, an IP, a DNS name).
+  static =
+    h:
+    let
+      m = builtins.match "([0-9.]+)/([0-9]+)" h.address;
+    in
+    if m == null then
+      null
+    else
+      {
+        address = builtins.elemAt m 0;
+        prefix_length = builtins.fromJSON (builtins.elemAt m 1);
+        gateway = h.gateway or null;
+        dns = h.dns or [ ];
+      };
+
   host =
     h:
     if !(builtins.elem (h.model or null) models) then
       throw "hosts/fleet.toml: host `${h.name or "?"}` needs a model of pi3, pi4 or zero2w; run `cargo xtask check`"
     else
+      let
+        static_ipv4 = static h;
+      in
       {
-        inherit (h) name model address;
+        inherit (h) name model;
+        inherit static_ipv4;
+        address = if static_ipv4 == null then h.address else static_ipv4.address;
         user = h.user or "root";
         port = h.port or 22;
         tags = h.tags or [ ];
@@ -45,6 +68,12 @@ in
       value = h;
     }) (map host (fleet.host or [ ]))
   );
+
+  # Settings of the whole fleet: the [fleet] table.
+  fleet = {
+    # Wi-Fi regulatory domain (ISO 3166-1 alpha-2), wpa_supplicant's `country=`.
+    wifi_country = (fleet.fleet or { }).wifi_country or null;
+  };
 
   # authorized_keys lines (comments dropped) for every Pi's admin users.
   admin_keys = builtins.filter (l: l != "" && builtins.substring 0 1 l != "#") lines;

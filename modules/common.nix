@@ -1,5 +1,5 @@
 # Settings every Pi shares: Nix, time, locale, logs, memory.
-{ lib, ... }:
+{ lib, options, ... }:
 {
   nix.settings = {
     experimental-features = [
@@ -24,10 +24,21 @@
   time.timeZone = lib.mkDefault "UTC";
   i18n.defaultLocale = lib.mkDefault "en_US.UTF-8";
 
-  # SD cards are small and wear out: cap the journal.
-  services.journald.extraConfig = lib.mkDefault ''
-    SystemMaxUse=200M
-  '';
+  # SD cards are small and wear out: cap the journal. Host settings add to
+  # this rather than replace it. nixpkgs 26.05 has only
+  # services.journald.extraConfig (lines, merged): the cap goes first, so a
+  # host's own `SystemMaxUse=` line, written later, wins. 26.11 removes
+  # extraConfig for services.journald.settings.Journal (nixpkgs #536538),
+  # whose keys merge one by one; this module uses it where it exists.
+  services.journald =
+    if options.services.journald ? settings then
+      { settings.Journal.SystemMaxUse = lib.mkDefault "200M"; }
+    else
+      {
+        extraConfig = lib.mkBefore ''
+          SystemMaxUse=200M
+        '';
+      };
 
   # Compressed swap in RAM: Pis have 512 MB to 8 GB and no swap partition.
   zramSwap.enable = lib.mkDefault true;

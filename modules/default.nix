@@ -8,6 +8,7 @@
     ./common.nix
     ./ssh.nix
     ./networking.nix
+    ./mdns.nix
     ./wifi.nix
     ./docker.nix
     ./containers.nix

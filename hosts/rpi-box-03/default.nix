@@ -5,4 +5,6 @@
 {
   # Add this Pi's own NixOS settings here, for example:
   # services.prometheus.exporters.node.enable = true;
+  # services.journald.extraConfig = "MaxRetentionSec=1month"; # adds to the fleet's journal cap
+  # services.avahi.enable = false; # no rpi-box-03.local over mDNS
 }

@@ -5,4 +5,7 @@
 {
   # Add this Pi's own NixOS settings here, for example:
   # services.prometheus.exporters.node.enable = true;
+  # services.journald.extraConfig = "MaxRetentionSec=1month"; # adds to the fleet's journal cap
+  # pi-nixos.zero2w.brcmfmacWorkaround = false; # if Wi-Fi associates without it
+  # services.avahi.enable = false; # no rpi-zero-01.local over mDNS
 }

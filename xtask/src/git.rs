@@ -23,7 +23,60 @@ impl Status {
     pub fn dirty(&self) -> bool {
         !self.changed.is_empty()
     }
+
+    /// Untracked files a flake build of this repository would need: Nix
+    /// leaves them out silently.
+    pub fn untracked_flake_inputs(&self) -> Vec<&str> {
+        self.untracked
+            .iter()
+            .map(String::as_str)
+            .filter(|f| {
+                FLAKE_INPUTS
+                    .iter()
+                    .any(|p| f == p || (p.ends_with('/') && f.starts_with(p)))
+            })
+            .collect()
+    }
+
+    /// `abc1234` or `abc1234+dirty`, `None` before the first commit.
+    pub fn short(&self) -> Option<String> {
+        let c = self.commit.as_deref()?;
+        let short = &c[..7.min(c.len())];
+        Some(if self.dirty() {
+            format!("{short}+dirty")
+        } else {
+            short.to_string()
+        })
+    }
+
+    /// The note shown when uncommitted changes go into what is built:
+    /// `uncommitted changes are built in and <recorded> `abc1234+dirty`: a, b`.
+    pub fn dirty_note(&self, recorded: &str) -> Option<String> {
+        if !self.dirty() {
+            return None;
+        }
+        let mut list: Vec<&str> = self.changed.iter().map(String::as_str).take(8).collect();
+        if self.changed.len() > 8 {
+            list.push("…");
+        }
+        Some(format!(
+            "note: uncommitted changes are built in and {recorded} `{}`: {}",
+            self.short().unwrap_or_else(|| "no commit+dirty".into()),
+            list.join(", ")
+        ))
+    }
 }
+
+/// Files a flake build of this repository reads: untracked ones are
+/// silently left out by Nix.
+pub const FLAKE_INPUTS: &[&str] = &[
+    "flake.nix",
+    "flake.lock",
+    "lib/",
+    "modules/",
+    "hosts/",
+    "keys/",
+];
 
 /// The repository's status, or `None` when `root` is not a Git checkout (or
 /// Git is not installed): then Nix reads the folder as it is.
@@ -39,6 +92,12 @@ pub fn status(sh: &Shell, root: &Path) -> Result<Option<Status>> {
         return Ok(None);
     }
     Ok(Some(parse_status(&String::from_utf8_lossy(&out.stdout))))
+}
+
+/// [`Status::dirty_note`] of the repository at `root`, when it is a Git checkout.
+pub fn uncommitted_note(root: &Path, recorded: &str) -> Result<Option<String>> {
+    let sh = Shell::new()?;
+    Ok(status(&sh, root)?.and_then(|s| s.dirty_note(recorded)))
 }
 
 /// Parses `git status --porcelain=v2 --branch -z`.
@@ -85,6 +144,23 @@ mod tests {
         assert_eq!(s.changed, vec!["hosts/fleet.toml", "modules/new name.nix"]);
         assert_eq!(s.untracked, vec!["hosts/a/containers.toml"]);
         assert!(s.dirty());
+        assert_eq!(s.short().as_deref(), Some("0123456+dirty"));
+        assert_eq!(s.untracked_flake_inputs(), vec!["hosts/a/containers.toml"]);
+        let note = s.dirty_note("the image is recorded as").unwrap();
+        assert_eq!(
+            note,
+            "note: uncommitted changes are built in and the image is recorded as `0123456+dirty`: hosts/fleet.toml, modules/new name.nix"
+        );
+    }
+
+    #[test]
+    fn untracked_outside_the_flake_inputs_do_not_count() {
+        let s = parse_status("? notes.txt\0? out/x.img\0? flake.nix\0? hosts/b/default.nix\0");
+        assert_eq!(
+            s.untracked_flake_inputs(),
+            vec!["flake.nix", "hosts/b/default.nix"]
+        );
+        assert_eq!(s.dirty_note("x"), None);
     }
 
     #[test]

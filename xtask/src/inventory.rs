@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -26,7 +26,11 @@ pub const HOST_KEYS: &[&str] = &[
     "tags",
     "build_host",
     "wifi",
+    "gateway",
+    "dns",
 ];
+/// The keys the `[fleet]` table (settings of the whole fleet) may have.
+pub const FLEET_KEYS: &[&str] = &["wifi_country"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +59,13 @@ impl Model {
     pub fn wifi_only(self) -> bool {
         self == Model::Zero2w
     }
+
+    /// The interface a static address goes on (modules/networking.nix
+    /// chooses the same): the Ethernet port, or Wi-Fi on a model without
+    /// one. Classic kernel names, as every model has one of each at most.
+    pub fn static_interface(self) -> &'static str {
+        if self.wifi_only() { "wlan0" } else { "eth0" }
+    }
 }
 
 impl fmt::Display for Model {
@@ -74,9 +85,36 @@ pub struct Host {
     pub build_host: Option<String>,
     /// SSID of the Wi-Fi network the host joins (its PSK is never in the repo).
     pub wifi: Option<String>,
+    /// The address the Pi sets itself (`address = "a.b.c.d/len"` with
+    /// `gateway` and `dns`); `None`: it asks DHCP. `address` above is then
+    /// this address without its prefix length.
+    pub static_ipv4: Option<StaticIpv4>,
     /// Line of the `[[host]]` header in the inventory.
     #[serde(skip)]
     pub line: usize,
+}
+
+/// A static IPv4 configuration, as modules/networking.nix applies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StaticIpv4 {
+    pub address: String,
+    pub prefix_length: u8,
+    pub gateway: String,
+    pub dns: Vec<String>,
+}
+
+/// How the workstation finds a host at its inventory `address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// `<name>.local`: the Pi publishes it over mDNS (modules/mdns.nix).
+    Mdns,
+    /// An address the Pi configures itself.
+    Static,
+    /// An IP address that only DHCP (the router) can give the Pi.
+    Dhcp,
+    /// A DNS name the network's DNS must resolve.
+    Dns,
 }
 
 impl Host {
@@ -84,6 +122,53 @@ impl Host {
     pub fn destination(&self) -> String {
         format!("{}@{}", self.user, self.address)
     }
+
+    /// What the host's address relies on.
+    pub fn reach(&self) -> Reach {
+        if self.static_ipv4.is_some() {
+            Reach::Static
+        } else if self.address.parse::<IpAddr>().is_ok() {
+            Reach::Dhcp
+        } else if is_mdns_name(&self.address) {
+            Reach::Mdns
+        } else {
+            Reach::Dns
+        }
+    }
+
+    /// One line for `cargo xtask check`: what the address relies on and,
+    /// where it depends on something outside the Pi, what to do.
+    pub fn reach_note(&self) -> String {
+        let n = &self.name;
+        let a = &self.address;
+        match (self.reach(), &self.static_ipv4) {
+            (Reach::Static, Some(s)) => format!(
+                "{n}: static {}/{} via {} on {} (set by the Pi itself), and {n}.local over mDNS",
+                s.address,
+                s.prefix_length,
+                s.gateway,
+                self.model.static_interface()
+            ),
+            (Reach::Mdns, _) => format!(
+                "{n}: mDNS name {a} (published by the Pi; the workstation resolves it with avahi/libnss-mdns)"
+            ),
+            (Reach::Dhcp, _) => format!(
+                "{n}: {a} only if the router hands it out: reserve it for the Pi in the router's DHCP settings, write it with its prefix, gateway and dns to make it static, or use {n}.local"
+            ),
+            (Reach::Dns, _) => {
+                format!("{n}: DNS name {a} (your network's DNS must resolve it to the Pi)")
+            }
+            (Reach::Static, None) => unreachable!("Reach::Static comes from static_ipv4"),
+        }
+    }
+}
+
+/// Settings of the whole fleet: the `[fleet]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FleetSettings {
+    /// Wi-Fi regulatory domain (ISO 3166-1 alpha-2), written as
+    /// wpa_supplicant's `country=`; required when a host has `wifi`.
+    pub wifi_country: Option<String>,
 }
 
 /// One thing wrong with the fleet definition.
@@ -133,6 +218,7 @@ impl fmt::Display for Problem {
 pub struct Fleet {
     pub root: PathBuf,
     pub hosts: Vec<Host>,
+    pub settings: FleetSettings,
     /// Non-comment lines of `keys/authorized_keys`, trimmed, with their line numbers.
     pub key_lines: Vec<(usize, String)>,
 }
@@ -148,7 +234,12 @@ impl Fleet {
                 root.display()
             )
         })?;
-        let (hosts, mut problems) = parse_inventory(&text);
+        if let Some((line, column, msg)) = syntax_error(&text) {
+            // Nothing else can be read from it: no host list to compare
+            // folders or keys against, so only this is reported.
+            bail!("{INVENTORY}:{line}:{column}: not valid TOML: {msg}\n  fix: {SYNTAX_FIX}");
+        }
+        let (hosts, settings, mut problems) = parse_fleet(&text);
         let keys_text = match std::fs::read_to_string(root.join(KEYS)) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -161,24 +252,11 @@ impl Fleet {
             Fleet {
                 root: root.to_path_buf(),
                 hosts,
+                settings,
                 key_lines,
             },
             problems,
         ))
-    }
-
-    /// Reads the fleet and fails on any problem: for commands that act on it.
-    pub fn load(root: &Path) -> Result<Fleet> {
-        let (fleet, problems) = Fleet::read(root)?;
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-            bail!(
-                "the fleet definition has {} problem(s):\n{}\nfix them (`cargo xtask check` lists them again)",
-                problems.len(),
-                list.join("\n")
-            );
-        }
-        Ok(fleet)
     }
 
     pub fn host(&self, name: &str) -> Result<&Host> {
@@ -206,7 +284,7 @@ impl Fleet {
         let hosts: BTreeMap<&str, &Host> =
             self.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
         let keys: Vec<&str> = self.key_lines.iter().map(|(_, l)| l.as_str()).collect();
-        serde_json::json!({ "hosts": hosts, "admin_keys": keys })
+        serde_json::json!({ "hosts": hosts, "admin_keys": keys, "fleet": self.settings })
     }
 }
 
@@ -233,31 +311,47 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 /// Parses `hosts/fleet.toml`. Returns the hosts that are complete enough to use
 /// and every problem found, in file order.
 pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
+    let (hosts, _, problems) = parse_fleet(text);
+    (hosts, problems)
+}
+
+/// Parses `hosts/fleet.toml`: the hosts complete enough to use, the
+/// `[fleet]` settings, and every problem found, in file order.
+pub fn parse_fleet(text: &str) -> (Vec<Host>, FleetSettings, Vec<Problem>) {
     let f = INVENTORY;
     let mut problems = Vec::new();
+    let mut settings = FleetSettings::default();
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc.into_inner(),
-        Err(e) => {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            let msg = e.message().trim().to_string();
-            problems.push(Problem::new(
-                f,
-                line,
-                format!("not valid TOML: {msg}"),
-                "correct the syntax",
-            ));
-            return (Vec::new(), problems);
+        Err(_) => {
+            problems.extend(syntax_problem(text));
+            return (Vec::new(), settings, problems);
         }
     };
     let mut hosts = Vec::new();
+    let mut country_line = None;
     for (key, value) in doc.iter() {
         let line = line_of(text, key.span().start);
+        if key.get_ref().as_ref() == "fleet" {
+            match value.get_ref().as_table() {
+                Some(table) => {
+                    country_line = parse_settings(text, table, &mut settings, &mut problems);
+                }
+                None => problems.push(Problem::new(
+                    f,
+                    line,
+                    "`fleet` must be a table",
+                    "write the fleet's settings under a [fleet] header",
+                )),
+            }
+            continue;
+        }
         if key.get_ref().as_ref() != "host" {
             problems.push(Problem::new(
                 f,
                 line,
                 format!("unknown top-level key `{}`", key.get_ref()),
-                "hosts are listed as [[host]] tables; remove or rename this key",
+                "hosts are listed as [[host]] tables and fleet settings under [fleet]; remove or rename this key",
             ));
             continue;
         }
@@ -288,8 +382,137 @@ pub fn parse_inventory(text: &str) -> (Vec<Host>, Vec<Problem>) {
         }
     }
     problems.extend(check_unique(&hosts));
+    problems.extend(check_wifi_country(&hosts, &settings, country_line));
     problems.sort_by_key(|p| p.line);
-    (hosts, problems)
+    (hosts, settings, problems)
+}
+
+/// The `[fleet]` table. Returns the line of `wifi_country` when present.
+fn parse_settings(
+    text: &str,
+    t: &DeTable<'_>,
+    settings: &mut FleetSettings,
+    problems: &mut Vec<Problem>,
+) -> Option<usize> {
+    let f = INVENTORY;
+    let mut country_line = None;
+    for (key, value) in t.iter() {
+        let k = key.get_ref().as_ref();
+        let line = line_of(text, value.span().start);
+        if k != "wifi_country" {
+            problems.push(Problem::new(
+                f,
+                line_of(text, key.span().start),
+                format!("unknown key `{k}` in [fleet]"),
+                format!("[fleet] may have: {}", FLEET_KEYS.join(", ")),
+            ));
+            continue;
+        }
+        country_line = Some(line);
+        match value.get_ref().as_str() {
+            Some(c) => match check_country(c) {
+                Ok(()) => settings.wifi_country = Some(c.to_string()),
+                Err(fix) => problems.push(Problem::new(
+                    f,
+                    line,
+                    format!("`{c}` is not an ISO 3166-1 alpha-2 country code"),
+                    fix,
+                )),
+            },
+            None => problems.push(Problem::new(
+                f,
+                line,
+                format!(
+                    "`wifi_country` must be a string, not {}",
+                    value.get_ref().type_str()
+                ),
+                "write e.g. `wifi_country = \"GB\"`",
+            )),
+        }
+    }
+    country_line
+}
+
+/// A Wi-Fi host needs the fleet's regulatory domain.
+fn check_wifi_country(
+    hosts: &[Host],
+    settings: &FleetSettings,
+    country_line: Option<usize>,
+) -> Option<Problem> {
+    let first = hosts.iter().find(|h| h.wifi.is_some())?;
+    if settings.wifi_country.is_some() || country_line.is_some() {
+        // Set, or set wrongly (reported where it is written).
+        return None;
+    }
+    Some(Problem::new(
+        INVENTORY,
+        first.line,
+        format!(
+            "host `{}` joins Wi-Fi, but the fleet has no Wi-Fi country (regulatory domain)",
+            first.name
+        ),
+        "add `[fleet]` with `wifi_country = \"GB\"` (your country's ISO 3166-1 alpha-2 code) at the top of hosts/fleet.toml; wpa_supplicant gets it as `country=`",
+    ))
+}
+
+/// ISO 3166-1 alpha-2: the officially assigned codes.
+const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ \
+BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ \
+DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR \
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU \
+ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ \
+LA LB LC LI LK LR LS LT LU LV LY \
+MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ \
+NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA \
+RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ \
+TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ \
+VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+/// `Ok` for an assigned ISO 3166-1 alpha-2 code, else the fix.
+pub fn check_country(c: &str) -> std::result::Result<(), String> {
+    let assigned = |c: &str| ISO_3166_ALPHA2.split_whitespace().any(|a| a == c);
+    if assigned(c) {
+        return Ok(());
+    }
+    let upper = c.to_ascii_uppercase();
+    Err(if upper == "UK" {
+        "the code of the United Kingdom is \"GB\"".to_string()
+    } else if upper != c && assigned(&upper) {
+        format!("write it in capitals: \"{upper}\"")
+    } else {
+        "write the two-letter code of the country the Pis are in, e.g. \"GB\", \"DE\", \"US\""
+            .to_string()
+    })
+}
+
+/// A name in mDNS's `.local` domain (any case, trailing dot allowed).
+pub fn is_mdns_name(a: &str) -> bool {
+    let a = a.trim_end_matches('.').to_ascii_lowercase();
+    a.strip_suffix(".local").is_some_and(|l| !l.is_empty())
+}
+
+const SYNTAX_FIX: &str = "correct the syntax there (strings need double quotes: `model = \"pi4\"`); nothing else in the file is read until it parses";
+
+/// [`syntax_error`] as a problem of the fleet definition.
+pub fn syntax_problem(text: &str) -> Option<Problem> {
+    let (line, column, msg) = syntax_error(text)?;
+    Some(Problem::new(
+        INVENTORY,
+        line,
+        format!("not valid TOML (column {column}): {msg}"),
+        SYNTAX_FIX,
+    ))
+}
+
+/// The TOML syntax error of `hosts/fleet.toml`, if any: line, column (both
+/// 1-based) and the parser's message.
+pub fn syntax_error(text: &str) -> Option<(usize, usize, String)> {
+    let e = DeTable::parse(text).err()?;
+    let start = e.span().map_or(0, |s| s.start.min(text.len()));
+    let before = text.get(..start).unwrap_or(text);
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line_of(text, start), column, e.message().trim().to_string()))
 }
 
 fn parse_host(
@@ -356,6 +579,7 @@ fn parse_host(
     let user = string("user", false);
     let build_host = string("build_host", false);
     let wifi = string("wifi", false);
+    let gateway = string("gateway", false);
 
     let mut ok = true;
     let label = name
@@ -397,16 +621,74 @@ fn parse_host(
         },
         None => None,
     };
-    if let Some((a, l)) = &address
-        && !valid_address(a)
-    {
-        problems.push(Problem::new(
-            f,
-            *l,
-            format!("host `{label}`: `{a}` is not an IP address or DNS name"),
-            "write the address SSH reaches the Pi at, e.g. \"192.168.1.41\" or \"pi.lan\"",
-        ));
-        ok = false;
+    let dns = string_list(text, get("dns"), &label, "dns", problems);
+    let mut static_ipv4 = None;
+    let mut ssh_address = address.as_ref().map(|(a, _)| a.clone());
+    if let Some((a, l)) = &address {
+        if a.contains('/') {
+            match parse_static(
+                a,
+                gateway.as_ref(),
+                dns.as_ref(),
+                get("dns").is_some(),
+                header,
+            ) {
+                Ok(s) => {
+                    ssh_address = Some(s.address.clone());
+                    static_ipv4 = Some(s);
+                }
+                Err(p) => {
+                    problems.extend(p.into_iter().map(|(line, message, fix)| {
+                        Problem::new(
+                            f,
+                            if line == 0 { *l } else { line },
+                            format!("host `{label}`: {message}"),
+                            fix,
+                        )
+                    }));
+                    ok = false;
+                }
+            }
+        } else if !valid_address(a) {
+            problems.push(Problem::new(
+                f,
+                *l,
+                format!("host `{label}`: `{a}` is not an IP address or DNS name"),
+                "write the address SSH reaches the Pi at, e.g. \"rpi-box-01.local\" or \"192.0.2.41\"",
+            ));
+            ok = false;
+        } else {
+            if let Some((n, _)) = &name
+                && is_mdns_name(a)
+                && !a
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(&format!("{n}.local"))
+            {
+                problems.push(Problem::new(
+                    f,
+                    *l,
+                    format!(
+                        "host `{label}`: `{a}` is not the name this Pi publishes over mDNS, which is `{n}.local`"
+                    ),
+                    format!("write `address = \"{n}.local\"`, or an IP address or DNS name that reaches the Pi"),
+                ));
+                ok = false;
+            }
+            for (key, value) in [
+                ("gateway", gateway.as_ref().map(|g| g.1)),
+                ("dns", dns.as_ref().map(|d| d.1)),
+            ] {
+                if let Some(line) = value {
+                    problems.push(Problem::new(
+                        f,
+                        line,
+                        format!("host `{label}`: `{key}` only applies to a static address"),
+                        "write `address` with its prefix length, e.g. \"192.0.2.10/24\", for the Pi to set it itself; or remove this line (DHCP then gives both)",
+                    ));
+                    ok = false;
+                }
+            }
+        }
     }
     if let Some((u, l)) = &user
         && !valid_user(u)
@@ -493,13 +775,146 @@ fn parse_host(
     Some(Host {
         name: name?.0,
         model: parsed_model?,
-        address: address?.0,
+        address: ssh_address?,
         user: user.map(|u| u.0).unwrap_or_else(|| "root".to_string()),
         port,
         tags,
         build_host: build_host.map(|b| b.0),
         wifi: wifi.map(|w| w.0),
+        static_ipv4,
         line: header,
+    })
+}
+
+/// A list of strings (`dns = ["…"]`) and its line; problems reported.
+fn string_list(
+    text: &str,
+    value: Option<&toml::Spanned<DeValue<'_>>>,
+    label: &str,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(Vec<String>, usize)> {
+    let v = value?;
+    let line = line_of(text, v.span().start);
+    let fix = format!("write e.g. `{key} = [\"192.0.2.1\"]`");
+    let Some(items) = v.get_ref().as_array() else {
+        problems.push(Problem::new(
+            INVENTORY,
+            line,
+            format!("host `{label}`: `{key}` must be a list of strings"),
+            fix,
+        ));
+        return None;
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        match item.get_ref().as_str() {
+            Some(s) => out.push(s.to_string()),
+            None => {
+                problems.push(Problem::new(
+                    INVENTORY,
+                    line_of(text, item.span().start),
+                    format!("host `{label}`: `{key}` must be a list of strings"),
+                    fix,
+                ));
+                return None;
+            }
+        }
+    }
+    Some((out, line))
+}
+
+/// A problem of a static address: (line, 0 for the address's own line;
+/// message; fix).
+type StaticProblem = (usize, String, String);
+
+/// `address = "a.b.c.d/len"` with `gateway` and `dns`: the static IPv4
+/// configuration, or every problem with it.
+pub fn parse_static(
+    address: &str,
+    gateway: Option<&(String, usize)>,
+    dns: Option<&(Vec<String>, usize)>,
+    dns_written: bool,
+    header: usize,
+) -> std::result::Result<StaticIpv4, Vec<StaticProblem>> {
+    let mut problems: Vec<StaticProblem> = Vec::new();
+    let (ip, len) = address.split_once('/').unwrap_or((address, ""));
+    let ip: Option<Ipv4Addr> = ip.parse().ok();
+    let len: Option<u8> = (!len.starts_with('0') || len == "0")
+        .then(|| len.parse().ok())
+        .flatten()
+        .filter(|l| (1..=32).contains(l));
+    let (Some(ip), Some(len)) = (ip, len) else {
+        problems.push((
+            0,
+            format!("`{address}` is not an IPv4 address with a prefix length"),
+            "write a static address as \"192.0.2.10/24\" (IPv4, prefix length 1 to 32), or the address alone for DHCP".to_string(),
+        ));
+        return Err(problems);
+    };
+    let mask = u32::MAX << (32 - u32::from(len));
+    let net = u32::from(ip) & mask;
+    if len <= 30 && (u32::from(ip) == net || u32::from(ip) == net | !mask) {
+        problems.push((
+            0,
+            format!("{ip} is the network or broadcast address of {address}"),
+            "choose a host address inside the network, e.g. the .10 of a /24".to_string(),
+        ));
+    }
+    match gateway {
+        None => problems.push((
+            header,
+            format!("static address {address} has no `gateway`"),
+            "add `gateway = \"…\"`: the router's address on that network (the Pi needs it to reach the binary cache)".to_string(),
+        )),
+        Some((g, line)) => match g.parse::<Ipv4Addr>() {
+            Err(_) => problems.push((
+                *line,
+                format!("gateway `{g}` is not an IPv4 address"),
+                "write the router's address, e.g. `gateway = \"192.0.2.1\"`".to_string(),
+            )),
+            Ok(g) if u32::from(g) & mask != net || g == ip => problems.push((
+                *line,
+                format!("gateway {g} is not another address on the network of {address}"),
+                "write the router's address on the Pi's network (or fix the prefix length)".to_string(),
+            )),
+            Ok(_) => {}
+        },
+    }
+    match dns {
+        // Written, but not as a list: reported where it is.
+        None if dns_written => {}
+        None => problems.push((
+            header,
+            format!("static address {address} has no `dns`"),
+            "add `dns = [\"…\"]`: the name servers the Pi uses, often the router's address"
+                .to_string(),
+        )),
+        Some((list, line)) => {
+            if list.is_empty() {
+                problems.push((
+                    *line,
+                    "`dns` is empty".to_string(),
+                    "list at least one name server, e.g. `dns = [\"192.0.2.1\"]`".to_string(),
+                ));
+            }
+            for d in list.iter().filter(|d| d.parse::<IpAddr>().is_err()) {
+                problems.push((
+                    *line,
+                    format!("name server `{d}` is not an IP address"),
+                    "write name servers as IP addresses".to_string(),
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(StaticIpv4 {
+        address: ip.to_string(),
+        prefix_length: len,
+        gateway: gateway.map(|g| g.0.clone()).unwrap_or_default(),
+        dns: dns.map(|d| d.0.clone()).unwrap_or_default(),
     })
 }
 
@@ -690,6 +1105,9 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"
+[fleet]
+wifi_country = "GB"
+
 [[host]]
 name = "rpi-box-01"
 model = "pi4"
@@ -722,7 +1140,7 @@ wifi = "home"
         assert_eq!(hosts.len(), 2);
         assert_eq!(hosts[0].user, "root");
         assert_eq!(hosts[0].port, 22);
-        assert_eq!(hosts[0].line, 2);
+        assert_eq!(hosts[0].line, 5);
         assert_eq!(hosts[0].tags, vec!["docker"]);
         assert_eq!(hosts[1].model, Model::Zero2w);
         assert_eq!(hosts[1].port, 2222);
@@ -734,7 +1152,10 @@ wifi = "home"
     fn syntax_error_has_line() {
         let p = one("[[host]]\nname = \"a\"\nmodel = pi4\n");
         assert_eq!(p.line, 3);
-        assert!(p.message.starts_with("not valid TOML"), "{p}");
+        assert!(p.message.starts_with("not valid TOML (column 9)"), "{p}");
+        assert!(p.fix.starts_with("correct the syntax there"), "{p}");
+        let (line, column, _) = syntax_error("a = 1\n  [[host]\n").unwrap();
+        assert_eq!((line, column), (2, 10));
     }
 
     #[test]
@@ -862,5 +1283,202 @@ wifi = "home"
         assert!(valid_address("fe80::1"));
         assert!(valid_address("pi.example.org"));
         assert!(!valid_address("a..b"));
+    }
+
+    fn host(extra: &str) -> String {
+        format!("[[host]]\nname = \"a\"\nmodel = \"pi4\"\n{extra}")
+    }
+
+    #[test]
+    fn wifi_needs_the_fleet_country() {
+        let text =
+            "[[host]]\nname = \"z\"\nmodel = \"zero2w\"\naddress = \"z.local\"\nwifi = \"home\"\n";
+        let p = one(text);
+        assert_eq!(p.line, 1);
+        assert!(p.message.contains("no Wi-Fi country"), "{p}");
+        assert!(p.fix.contains("wifi_country = \"GB\""), "{p}");
+        let (hosts, settings, p) =
+            parse_fleet(&format!("[fleet]\nwifi_country = \"DE\"\n\n{text}"));
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(settings.wifi_country.as_deref(), Some("DE"));
+        assert_eq!(hosts[0].line, 4);
+        // Without Wi-Fi hosts the country is not needed.
+        assert!(problems(&host("address = \"a.local\"\n")).is_empty());
+    }
+
+    #[test]
+    fn wifi_country_must_be_iso_3166_alpha2() {
+        for (code, fix) in [
+            ("UK", "United Kingdom is \"GB\""),
+            ("gb", "capitals: \"GB\""),
+            ("XX", "two-letter code"),
+            ("GBR", "two-letter code"),
+        ] {
+            let p = one(&format!("[fleet]\nwifi_country = \"{code}\"\n"));
+            assert_eq!(p.line, 2);
+            assert!(p.message.contains("not an ISO 3166-1 alpha-2"), "{p}");
+            assert!(p.fix.contains(fix), "{code}: {p}");
+        }
+        assert!(check_country("GB").is_ok() && check_country("US").is_ok());
+        assert_eq!(ISO_3166_ALPHA2.split_whitespace().count(), 249);
+        let p = one("[fleet]\nwifi_country = 44\n");
+        assert!(p.message.contains("must be a string"), "{p}");
+        let p = one("[fleet]\ncountry = \"GB\"\n");
+        assert!(
+            p.message.contains("unknown key `country` in [fleet]"),
+            "{p}"
+        );
+        // A wrong country is reported once, where it is written.
+        let p = one(
+            "[fleet]\nwifi_country = \"UK\"\n[[host]]\nname = \"z\"\nmodel = \"zero2w\"\naddress = \"z.local\"\nwifi = \"w\"\n",
+        );
+        assert_eq!(p.line, 2);
+    }
+
+    #[test]
+    fn static_address_with_gateway_and_dns() {
+        let (hosts, p) = parse_inventory(&host(
+            "address = \"192.0.2.10/24\"\ngateway = \"192.0.2.1\"\ndns = [\"192.0.2.1\", \"2001:db8::1\"]\n",
+        ));
+        assert!(p.is_empty(), "{p:#?}");
+        let h = &hosts[0];
+        assert_eq!(h.address, "192.0.2.10", "SSH goes to the address alone");
+        assert_eq!(h.destination(), "root@192.0.2.10");
+        assert_eq!(
+            h.static_ipv4,
+            Some(StaticIpv4 {
+                address: "192.0.2.10".into(),
+                prefix_length: 24,
+                gateway: "192.0.2.1".into(),
+                dns: vec!["192.0.2.1".into(), "2001:db8::1".into()],
+            })
+        );
+        assert_eq!(h.reach(), Reach::Static);
+        assert!(
+            h.reach_note()
+                .contains("static 192.0.2.10/24 via 192.0.2.1 on eth0"),
+            "{}",
+            h.reach_note()
+        );
+    }
+
+    #[test]
+    fn static_address_problems_have_their_lines() {
+        let p = problems(&host("address = \"192.0.2.10/24\"\n"));
+        let got: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, "host `a`: static address 192.0.2.10/24 has no `gateway`"),
+                (1, "host `a`: static address 192.0.2.10/24 has no `dns`"),
+            ]
+        );
+        let p = one(&host(
+            "address = \"192.0.2.10/24\"\ngateway = \"198.51.100.1\"\ndns = [\"192.0.2.1\"]\n",
+        ));
+        assert_eq!(p.line, 5);
+        assert!(
+            p.message.contains("not another address on the network"),
+            "{p}"
+        );
+        let p = one(&host(
+            "address = \"192.0.2.10/24\"\ngateway = \"192.0.2.1\"\ndns = [\"dns.example\"]\n",
+        ));
+        assert_eq!(p.line, 6);
+        assert!(p.message.contains("is not an IP address"), "{p}");
+        let p = one(&host(
+            "address = \"192.0.2.0/24\"\ngateway = \"192.0.2.1\"\ndns = [\"192.0.2.1\"]\n",
+        ));
+        assert!(p.message.contains("network or broadcast"), "{p}");
+        for bad in [
+            "192.0.2.10/33",
+            "192.0.2.10/024",
+            "2001:db8::10/64",
+            "pi.lan/24",
+            "192.0.2.10/",
+        ] {
+            let p = one(&host(&format!(
+                "address = \"{bad}\"\ngateway = \"192.0.2.1\"\ndns = [\"192.0.2.1\"]\n"
+            )));
+            assert_eq!(p.line, 4, "{bad}");
+            assert!(
+                p.message
+                    .contains("not an IPv4 address with a prefix length"),
+                "{bad}: {p}"
+            );
+        }
+        let p = one(&host(
+            "address = \"192.0.2.10/24\"\ngateway = \"192.0.2.1\"\ndns = \"192.0.2.1\"\n",
+        ));
+        assert!(p.message.contains("`dns` must be a list of strings"), "{p}");
+    }
+
+    #[test]
+    fn gateway_and_dns_need_a_static_address() {
+        let p = problems(&host(
+            "address = \"192.0.2.10\"\ngateway = \"192.0.2.1\"\ndns = [\"192.0.2.1\"]\n",
+        ));
+        let lines: Vec<usize> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [5, 6], "{p:#?}");
+        assert!(
+            p[0].message
+                .contains("`gateway` only applies to a static address")
+        );
+        assert!(p[0].fix.contains("\"192.0.2.10/24\""));
+    }
+
+    #[test]
+    fn local_names_must_be_the_hosts_own() {
+        let (hosts, p) = parse_inventory(&host("address = \"a.local\"\n"));
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(hosts[0].address, "a.local", "given to ssh as it is");
+        assert_eq!(hosts[0].reach(), Reach::Mdns);
+        assert!(problems(&host("address = \"A.local.\"\n")).is_empty());
+        let p = one(&host("address = \"b.local\"\n"));
+        assert_eq!(p.line, 4);
+        assert!(
+            p.message
+                .contains("not the name this Pi publishes over mDNS, which is `a.local`"),
+            "{p}"
+        );
+        assert!(p.fix.contains("address = \"a.local\""), "{p}");
+    }
+
+    #[test]
+    fn reach_says_what_each_address_relies_on() {
+        let reach = |a: &str| parse_inventory(&host(&format!("address = \"{a}\"\n"))).0[0].clone();
+        let h = reach("192.0.2.41");
+        assert_eq!(h.reach(), Reach::Dhcp);
+        assert!(
+            h.reach_note().contains("only if the router hands it out"),
+            "{}",
+            h.reach_note()
+        );
+        let h = reach("pi.example.org");
+        assert_eq!(h.reach(), Reach::Dns);
+        assert!(
+            h.reach_note().contains("DNS must resolve"),
+            "{}",
+            h.reach_note()
+        );
+        assert!(reach("a.local").reach_note().contains("mDNS name a.local"));
+        assert_eq!(Model::Zero2w.static_interface(), "wlan0");
+        assert_eq!(Model::Pi3.static_interface(), "eth0");
+    }
+
+    /// modules/networking.nix puts a static address on the interface the
+    /// xtask names in `check`.
+    #[test]
+    fn nix_module_agrees_on_the_static_interface() {
+        let module = include_str!("../../modules/networking.nix");
+        let wifi_only: Vec<Model> = Model::ALL.into_iter().filter(|m| m.wifi_only()).collect();
+        assert_eq!(wifi_only, [Model::Zero2w]);
+        assert!(module.contains(&format!(
+            "interface = if host.model == \"{}\" then \"{}\" else \"{}\";",
+            Model::Zero2w,
+            Model::Zero2w.static_interface(),
+            Model::Pi4.static_interface()
+        )));
+        assert!(module.contains("networking.usePredictableInterfaceNames = lib.mkDefault false;"));
     }
 }

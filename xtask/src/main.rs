@@ -2,6 +2,8 @@
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
 mod binfmt;
+mod brokenpipe;
+mod capture;
 mod cmd;
 mod container_pins;
 mod containers;
@@ -13,6 +15,7 @@ mod image;
 mod interrupt;
 mod inventory;
 mod nix;
+mod nix_error;
 mod repo;
 mod ssh;
 mod sshkey;
@@ -28,6 +31,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
+    version,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -68,6 +72,11 @@ enum Command {
 }
 
 fn main() {
+    brokenpipe::install();
+    if let Some(version) = cmd::version::requested() {
+        println!("{version}");
+        return;
+    }
     let cli = Cli::parse();
     let result = dispatch(cli);
     interrupt::settle();
@@ -78,6 +87,7 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    nix::official_on_path();
     let root = || repo::root(cli.flake.as_deref());
     match cli.command {
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),

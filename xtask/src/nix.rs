@@ -1,17 +1,44 @@
 //! Nix commands, built in one place. They work on Nix 2.8 (Debian 12's
 //! nix-bin) and on current Nix: experimental features are switched on per
-//! call, so no nix.conf change is needed to use flakes.
+//! call, so no nix.conf change is needed to use flakes. Evaluating the
+//! pinned nixpkgs needs Nix 2.18: [`version::require`] decides that.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use xshell::{Cmd, Shell, cmd};
 
 use crate::exec;
 
+pub mod version;
+
 /// `nix` with flakes and the new CLI enabled for this call.
 pub fn nix(sh: &Shell) -> Cmd<'_> {
     cmd!(sh, "nix --extra-experimental-features").arg("nix-command flakes")
+}
+
+/// Where the official installer puts `nix`: on PATH only for login shells
+/// started after the install.
+pub const OFFICIAL_BIN: &str = "/nix/var/nix/profiles/default/bin";
+
+/// When no `nix` is on PATH but the official installer's is there (a shell
+/// started before `setup-binfmt --install-nix`), puts it first on this
+/// process's PATH, so the Quick start's next command finds it. Returns
+/// whether it did. Call before any thread starts.
+pub fn official_on_path() -> bool {
+    let bin = Path::new(OFFICIAL_BIN);
+    if exec::have("nix") || !bin.join("nix").is_file() {
+        return false;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let Ok(joined) = std::env::join_paths(dirs) else {
+        return false;
+    };
+    // SAFETY: called while the xtask runs no other thread.
+    unsafe { std::env::set_var("PATH", joined) };
+    true
 }
 
 /// Whether Nix is installed (its `nix` and `nix-instantiate`).
@@ -253,19 +280,29 @@ pub fn closure_info(path: &str) -> std::process::Command {
 }
 
 /// (path, NAR size) for each path of `nix path-info --json` output: a list
-/// on Nix 2.8, an object keyed by path on newer Nix.
+/// on Nix 2.8 (`"valid": false` for a path not in the store), an object
+/// keyed by path on newer Nix (`null` for a path not in the store). A path
+/// not in the store is an error on both.
 pub fn nar_sizes(json: &str) -> Result<Vec<(String, u64)>> {
     let v: serde_json::Value = serde_json::from_str(json)
         .with_context(|| format!("nix path-info printed something that is not JSON: {json}"))?;
-    let size = |i: &serde_json::Value| i.get("narSize").and_then(|s| s.as_u64()).unwrap_or(0);
-    Ok(match &v {
+    let entries: Vec<(String, &serde_json::Value)> = match &v {
         serde_json::Value::Array(items) => items
             .iter()
-            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), size(i))))
+            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), i)))
             .collect(),
-        serde_json::Value::Object(map) => map.iter().map(|(p, i)| (p.clone(), size(i))).collect(),
-        _ => Vec::new(),
-    })
+        serde_json::Value::Object(map) => map.iter().map(|(p, i)| (p.clone(), i)).collect(),
+        _ => bail!("nix path-info printed neither a list nor an object: {json}"),
+    };
+    entries
+        .into_iter()
+        .map(|(p, i)| {
+            if i.is_null() || i.get("valid").and_then(|v| v.as_bool()) == Some(false) {
+                bail!("{p} is not in the Nix store (nix path-info says it is not valid)");
+            }
+            Ok((p, i.get("narSize").and_then(|s| s.as_u64()).unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// `nix copy --to ssh://<dest> --substitute-on-destination <path>`: the
@@ -357,3 +394,7 @@ mod deploy_tests {
         assert!(signature_hint("error: boom").is_none());
     }
 }
+
+/// What both Nix versions the tests run (2.8, 2.26) print, parsed.
+#[cfg(test)]
+mod versions;

@@ -62,6 +62,31 @@ pub fn parse_line(line: &str) -> Result<PublicKey, String> {
     })
 }
 
+/// The modulus size in bits of an `ssh-rsa` key, from its blob (the
+/// strings `ssh-rsa`, e and n, each length-prefixed); `None` for other keys.
+pub fn rsa_bits(key: &PublicKey) -> Option<usize> {
+    if key.kind != "ssh-rsa" {
+        return None;
+    }
+    let bytes = decode_base64(&key.blob)?;
+    let mut rest = bytes.as_slice();
+    let mut next = || -> Option<&[u8]> {
+        let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let field = rest.get(4..4 + n)?;
+        rest = &rest[4 + n..];
+        Some(field)
+    };
+    let (_kind, _e, n) = (next()?, next()?, next()?);
+    // An mpint: big-endian, a leading zero byte when the top bit is set.
+    let n: Vec<u8> = n.iter().copied().skip_while(|&b| b == 0).collect();
+    let top = *n.first()?;
+    Some((n.len() - 1) * 8 + (8 - top.leading_zeros() as usize))
+}
+
+/// The size under which an RSA key is too weak to trust (NIST SP 800-57:
+/// 2048-bit RSA is only good until 2030; OpenSSH's ssh-keygen makes 3072).
+pub const RSA_MIN_BITS: usize = 3072;
+
 /// Standard base64 with padding, as OpenSSH writes it.
 pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
@@ -147,6 +172,15 @@ mod tests {
                 .contains("no known key type")
         );
         assert!(parse_line("ssh-dss AAAA").unwrap_err().contains("DSA"));
+    }
+
+    #[test]
+    fn rsa_modulus_size() {
+        // ssh-keygen -t rsa -b 1024 (made for this test).
+        let rsa1024 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDFxBpQjp7D8ns+GCo+qh9sSELQH6/9+P4IGuP1IJNOBtssrJHes8AtNl/TTKtzMyxYETJMVe2j9VP8KRo6vaOIt2CkcSfLj9stgjoJaXf6j2diE32ooYy3qkW1D7SiGDu68Ze+ENJ3ze7QhhP8jYT9gIV2SsYnzi45j4qyatwXBQ== t@x";
+        let k = parse_line(rsa1024).unwrap();
+        assert_eq!(rsa_bits(&k), Some(1024));
+        assert_eq!(rsa_bits(&parse_line(ED25519).unwrap()), None);
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! refusal leaving the target untouched, corrupt input, read-back checks.
 
 mod common;
+#[path = "flash/images.rs"]
+mod images;
+#[path = "flash/targets.rs"]
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -39,6 +43,17 @@ fn text(out: &Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The sha256 of a file, by `sha256sum`.
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// Asserts the command failed with `why` in its message, never claimed success,
@@ -435,9 +450,10 @@ fn host_name_uses_the_image_from_sd() {
     // With the record `sd` writes, the image's origin is shown, and an image
     // that does not match its record is refused.
     let size = std::fs::metadata(&target).unwrap().len();
+    let sum = sha256(&target);
     let record = |size: u64| {
         format!(
-            r#"{{"host":"rpi-box-03","commit":"0123456789abcdef","dirty":false,"sha256":"00","size":{size},"raw_sha256":"00","raw_size":1,"built":"2026-05-01T10:00:00Z","store_path":"/nix/store/x","wifi":null}}"#
+            r#"{{"host":"rpi-box-03","commit":"0123456789abcdef","dirty":false,"sha256":"{sum}","size":{size},"raw_sha256":"{sum}","raw_size":1,"built":"2026-05-01T10:00:00Z","store_path":"/nix/store/x","wifi":null}}"#
         )
     };
     let json = fleet.path().join("out/rpi-box-03/rpi-box-03.img.json");

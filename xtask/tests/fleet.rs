@@ -8,9 +8,7 @@ use common::{TEST_KEY, fixture_fleet, need_program, prerequisite, xtask};
 use predicates::prelude::*;
 
 fn nix_ready() -> bool {
-    prerequisite(
-        need_program("nix", "nix-bin").or_else(|| need_program("nix-instantiate", "nix-bin")),
-    )
+    prerequisite(common::need_nix())
 }
 
 #[test]
@@ -47,7 +45,8 @@ fn list_shows_the_fleet() {
         .success()
         .stdout(predicate::str::contains("rpi-box-01").and(predicate::str::contains("pi4")))
         .stdout(
-            predicate::str::contains("rpi-box-03").and(predicate::str::contains("192.168.1.43")),
+            predicate::str::contains("rpi-box-03")
+                .and(predicate::str::contains("rpi-box-03.local")),
         );
 }
 
@@ -98,28 +97,28 @@ fn check_reports_every_problem_with_file_and_line() {
         r#"[[host]]
 name = "rpi-box-01"
 model = "pi4"
-address = "10.0.0.1"
+address = "192.0.2.1"
 colour = "red"
 
 [[host]]
 name = "rpi-box-03"
 model = "pi5"
-address = "10.0.0.3"
+address = "192.0.2.3"
 
 [[host]]
 name = "Bad_Name"
 model = "pi3"
-address = "10.0.0.4"
+address = "192.0.2.4"
 
 [[host]]
 name = "rpi-box-01"
 model = "pi3"
-address = "10.0.0.1"
+address = "192.0.2.1"
 
 [[host]]
 name = "no-folder"
 model = "pi4"
-address = "10.0.0.9"
+address = "192.0.2.9"
 "#,
     )
     .unwrap();
@@ -158,7 +157,7 @@ address = "10.0.0.9"
         "hosts/fleet.toml:9: host `rpi-box-03`: unknown model `pi5`",
         "hosts/fleet.toml:13: `Bad_Name` is not a valid host name",
         "hosts/fleet.toml:17: host name `rpi-box-01` is used twice",
-        "hosts/fleet.toml:17: address 10.0.0.1:22 of `rpi-box-01` is already used",
+        "hosts/fleet.toml:17: address 192.0.2.1:22 of `rpi-box-01` is already used",
         "hosts/fleet.toml:22: host `no-folder` has no hosts/no-folder/default.nix",
         "hosts/rpi-zero-01:0: folder hosts/rpi-zero-01 has no [[host]] entry",
         "flake.nix:0: `nix eval .#inventory` failed",
@@ -299,7 +298,7 @@ fn new_host_adds_entry_and_folder() {
             "--model",
             "pi4",
             "--address",
-            "10.1.2.3",
+            "198.51.100.3",
             "--tag",
             "lab",
             "--port",
@@ -317,7 +316,7 @@ fn new_host_adds_entry_and_folder() {
         .iter()
         .find(|h| h["name"] == "rpi-box-07")
         .unwrap();
-    assert_eq!(new["address"], "10.1.2.3");
+    assert_eq!(new["address"], "198.51.100.3");
     assert_eq!(new["port"], 2200);
     assert_eq!(new["tags"], serde_json::json!(["lab"]));
     if nix_ready() {
@@ -337,7 +336,7 @@ fn new_host_refuses_used_name_and_address() {
             "--model",
             "pi4",
             "--address",
-            "10.9.9.9",
+            "203.0.113.9",
         ])
         .assert()
         .failure()
@@ -349,11 +348,13 @@ fn new_host_refuses_used_name_and_address() {
             "--model",
             "pi4",
             "--address",
-            "192.168.1.41",
+            "rpi-box-01.local",
         ])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("already used by `rpi-box-01`"));
+        .stderr(predicate::str::contains(
+            "`rpi-box-01.local` is not the name this Pi publishes over mDNS, which is `fresh.local`",
+        ));
     xtask(root)
         .args([
             "new-host",
@@ -361,7 +362,7 @@ fn new_host_refuses_used_name_and_address() {
             "--model",
             "zero2w",
             "--address",
-            "10.9.9.8",
+            "203.0.113.8",
         ])
         .assert()
         .failure()
@@ -385,7 +386,7 @@ fn new_host_dry_run_changes_nothing() {
             "--model",
             "pi3",
             "--address",
-            "10.0.0.77",
+            "192.0.2.77",
             "--dry-run",
         ])
         .assert()
@@ -418,4 +419,356 @@ fn wrong_flake_dir_says_what_to_do() {
         predicate::str::starts_with("error: cannot read")
             .and(predicate::str::contains("pass --flake <dir>")),
     );
+}
+
+fn list_host(root: &std::path::Path, name: &str) -> serde_json::Value {
+    let out = xtask(root).args(["list", "--json"]).assert().success();
+    let hosts: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no host {name} in {hosts}"))
+        .clone()
+}
+
+/// Without --address a new host is `<name>.local`, which it publishes
+/// over mDNS; `check` says so per host.
+#[test]
+fn new_host_defaults_to_its_mdns_name_and_check_says_so() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    xtask(root)
+        .args(["new-host", "rpi-box-09", "--model", "pi3"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("(pi3, rpi-box-09.local)"));
+    let text = fs::read_to_string(root.join("hosts/fleet.toml")).unwrap();
+    assert!(
+        text.ends_with("name = \"rpi-box-09\"\nmodel = \"pi3\"\naddress = \"rpi-box-09.local\"\n"),
+        "{text}"
+    );
+    assert_eq!(
+        list_host(root, "rpi-box-09")["static_ipv4"],
+        serde_json::Value::Null
+    );
+    if !nix_ready() {
+        return;
+    }
+    let out = xtask(root).args(["check", "--json"]).assert().success();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let reach: Vec<(&str, &str)> = report["addressing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["host"].as_str().unwrap(), a["reach"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reach,
+        [
+            ("rpi-box-01", "mdns"),
+            ("rpi-box-03", "mdns"),
+            ("rpi-zero-01", "mdns"),
+            ("rpi-box-09", "mdns")
+        ]
+    );
+    xtask(root)
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "info: rpi-box-09: mDNS name rpi-box-09.local (published by the Pi",
+        ));
+}
+
+/// A static address: the xtask and Nix read it alike (check compares both
+/// views), SSH goes to the address alone, and check names what each host
+/// relies on, as information, not a problem.
+#[test]
+fn static_address_is_read_alike_by_nix_and_the_xtask() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-box-10",
+            "--model",
+            "pi4",
+            "--address",
+            "192.0.2.10/24",
+            "--gateway",
+            "192.0.2.1",
+            "--dns",
+            "192.0.2.1",
+            "--dns",
+            "198.51.100.53",
+        ])
+        .assert()
+        .success();
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-box-11",
+            "--model",
+            "pi4",
+            "--address",
+            "192.0.2.11",
+        ])
+        .assert()
+        .success();
+    let h = list_host(root, "rpi-box-10");
+    assert_eq!(h["address"], "192.0.2.10");
+    assert_eq!(
+        h["static_ipv4"],
+        serde_json::json!({"address": "192.0.2.10", "prefix_length": 24, "gateway": "192.0.2.1", "dns": ["192.0.2.1", "198.51.100.53"]})
+    );
+    if !nix_ready() {
+        return;
+    }
+    let out = xtask(root).arg("check").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains(
+            "info: rpi-box-10: static 192.0.2.10/24 via 192.0.2.1 on eth0 (set by the Pi itself)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("info: rpi-box-11: 192.0.2.11 only if the router hands it out"),
+        "{text}"
+    );
+    assert!(text.contains("✓ 5 host(s), no problems"), "{text}");
+
+    // A lib/inventory.nix that reads the static address differently is caught.
+    let lib = fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
+    fs::write(
+        root.join("lib/inventory.nix"),
+        lib.replace("dns = h.dns or [ ];", "dns = [ ];"),
+    )
+    .unwrap();
+    xtask(root).arg("check").assert().failure().stdout(predicate::str::contains(
+        "inventory.hosts.rpi-box-10.static_ipv4.dns: xtask has [\"192.0.2.1\",\"198.51.100.53\"], nix has []",
+    ));
+}
+
+#[test]
+fn static_address_needs_gateway_and_dns() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-box-12",
+            "--model",
+            "pi4",
+            "--address",
+            "192.0.2.12/24",
+        ])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("static address 192.0.2.12/24 has no `gateway`")
+                .and(predicate::str::contains("has no `dns`")),
+        );
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-box-12",
+            "--model",
+            "pi4",
+            "--address",
+            "192.0.2.12",
+            "--gateway",
+            "192.0.2.1",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "`gateway` only applies to a static address",
+        ));
+    assert!(!root.join("hosts/rpi-box-12").exists());
+}
+
+/// A Wi-Fi host needs the fleet's Wi-Fi country; new-host can write it.
+#[test]
+fn wifi_host_needs_the_fleet_wifi_country() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let inventory = root.join("hosts/fleet.toml");
+    let text = fs::read_to_string(&inventory).unwrap();
+    let without = text.replace("[fleet]\nwifi_country = \"GB\"\n", "");
+    assert_ne!(text, without, "the example sets the Wi-Fi country");
+    fs::write(&inventory, &without).unwrap();
+    xtask(root).arg("check").assert().failure().stdout(
+        predicate::str::contains(
+            "host `rpi-zero-01` joins Wi-Fi, but the fleet has no Wi-Fi country (regulatory domain)",
+        )
+        .and(predicate::str::contains("wifi_country = \"GB\"")),
+    );
+    // A fleet without Wi-Fi hosts needs no country; new-host adds the first.
+    let zero01 = without.find("[[host]]\nname = \"rpi-zero-01\"").unwrap();
+    let without = without[..zero01].trim_end().to_string() + "\n";
+    fs::write(&inventory, &without).unwrap();
+    fs::remove_dir_all(root.join("hosts/rpi-zero-01")).unwrap();
+    let zero = |extra: &[&str]| {
+        let mut args = vec![
+            "new-host",
+            "rpi-zero-02",
+            "--model",
+            "zero2w",
+            "--wifi",
+            "home-wifi",
+        ];
+        args.extend_from_slice(extra);
+        xtask(root).args(args).assert()
+    };
+    zero(&[]).failure().stderr(
+        predicate::str::contains("no Wi-Fi country")
+            .and(predicate::str::contains("or pass --wifi-country <CODE>")),
+    );
+    zero(&["--wifi-country", "UK"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "the code of the United Kingdom is \"GB\"",
+        ));
+    zero(&["--wifi-country", "DE", "--dry-run"])
+        .success()
+        .stdout(predicate::str::contains(
+            "would set wifi_country = \"DE\" in [fleet]",
+        ));
+    assert_eq!(fs::read_to_string(&inventory).unwrap(), without);
+    zero(&["--wifi-country", "DE"]).success();
+    let now = fs::read_to_string(&inventory).unwrap();
+    let fleet_at = now.find("\n[fleet]\nwifi_country = \"DE\"\n\n[[host]]\n");
+    assert!(
+        fleet_at.is_some_and(|at| !now[..at].contains("\n[[host]]")),
+        "[fleet] goes before the first host:\n{now}"
+    );
+    let nix = fs::read_to_string(root.join("hosts/rpi-zero-02/default.nix")).unwrap();
+    assert!(
+        nix.contains("pi-nixos.zero2w.brcmfmacWorkaround = false;"),
+        "{nix}"
+    );
+    // One country for the whole fleet.
+    xtask(root)
+        .args([
+            "new-host",
+            "rpi-zero-03",
+            "--model",
+            "zero2w",
+            "--wifi",
+            "w",
+            "--wifi-country",
+            "FR",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "already has wifi_country = \"DE\"",
+        ));
+    if nix_ready() {
+        xtask(root).arg("check").assert().success();
+        // Nix reads the country as the xtask does.
+        let lib = fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
+        fs::write(
+            root.join("lib/inventory.nix"),
+            lib.replace(".wifi_country or null", ".country or null"),
+        )
+        .unwrap();
+        xtask(root)
+            .arg("check")
+            .assert()
+            .failure()
+            .stdout(predicate::str::contains(
+                "inventory.fleet.wifi_country: xtask has \"DE\", nix has null",
+            ));
+    }
+}
+
+/// `nix flake check` evaluates what `checks` lists: check proves it lists
+/// every host (read without nixpkgs).
+#[test]
+fn check_catches_flake_checks_that_miss_hosts() {
+    if !nix_ready() {
+        return;
+    }
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let flake = fs::read_to_string(root.join("flake.nix")).unwrap();
+    let broken = flake.replace(
+        "checks.aarch64-linux = builtins.mapAttrs",
+        "checks.aarch64-linux = builtins.removeAttrs (builtins.mapAttrs",
+    );
+    let broken = broken.replace(
+        "(_: system: system.config.system.build.toplevel) hosts;",
+        "(_: system: system.config.system.build.toplevel) hosts) [ \"rpi-box-03\" ];",
+    );
+    assert_ne!(broken, flake);
+    fs::write(root.join("flake.nix"), broken).unwrap();
+    xtask(root).arg("check").assert().failure().stdout(predicate::str::contains(
+        "flake.nix: the flake's checks do not cover the fleet: checks.aarch64-linux: xtask has [\"rpi-box-01\",\"rpi-box-03\",\"rpi-zero-01\"], nix has [\"rpi-box-01\",\"rpi-zero-01\"]",
+    ));
+}
+
+/// The wifi-secrets unit (modules/wifi-secrets.sh, run by modules/wifi.nix
+/// before wpa_supplicant) fails with the file and the fix when the card
+/// has no Wi-Fi password, and hands a good file to wpa_supplicant's group.
+#[test]
+fn wifi_secrets_unit_says_what_is_missing() {
+    if !prerequisite(need_program("bash", "bash")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("wifi");
+    fs::create_dir(&own).unwrap();
+    let file = own.join("secrets.conf");
+    let run = || {
+        std::process::Command::new("bash")
+            .arg(common::repo_root().join("modules/wifi-secrets.sh"))
+            .args([
+                file.to_str().unwrap(),
+                own.to_str().unwrap(),
+                "root",
+                "rpi-zero-01",
+                "home-wifi",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{} is missing, so wpa_supplicant cannot start and rpi-zero-01 has no Wi-Fi: make the card again with `cargo xtask sd rpi-zero-01` (it asks for the password and writes the file), or write the line psk=<password> to {} (root, 0600) and run `systemctl restart wpa_supplicant`",
+            file.display(),
+            file.display()
+        )
+    );
+    fs::write(&file, "# nothing\n").unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "{} has no psk= line, so wpa_supplicant cannot join \"home-wifi\": make the card again with `cargo xtask sd rpi-zero-01`",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    if !prerequisite(common::need_root()) {
+        return;
+    }
+    fs::write(&file, "psk=correct horse\n").unwrap();
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&file), mode(&own)), (0o640, 0o750));
 }

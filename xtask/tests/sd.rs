@@ -77,7 +77,7 @@ fn mode(path: &Path) -> u32 {
 
 /// Runs a program and returns its stdout, failing the test on error.
 fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
+    let out = common::command(program).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?}: {}",
@@ -412,8 +412,8 @@ fn refuses_when_this_machine_cannot_build_aarch64() {
     // Nor does a host whose inventory entry names one.
     let inventory = root.join("hosts/fleet.toml");
     let fleet_text = std::fs::read_to_string(&inventory).unwrap().replace(
-        "address = \"192.168.1.43\"\n",
-        "address = \"192.168.1.43\"\nbuild_host = \"nix@pi5.lan\"\n",
+        "address = \"rpi-box-03.local\"\n",
+        "address = \"rpi-box-03.local\"\nbuild_host = \"nix@pi5.lan\"\n",
     );
     std::fs::write(&inventory, fleet_text).unwrap();
     git(root, &["commit", "-qam", "rpi-box-03 builds on pi5"]);
@@ -441,9 +441,14 @@ fn asks_for_the_wifi_password_on_a_terminal() {
         binfmt_ns::sh_quote(&bin),
         binfmt_ns::sh_quote(root)
     );
+    // Each answer is typed once its prompt shows in the typescript (after
+    // the build: a build that fails never asks).
     let typed = format!(
-        "(sleep 2; printf '%s\\n' '{PASSWORD}'; sleep 1; printf '%s\\n' '{PASSWORD}'; \
-         while [ ! -e \"$HOME/done\" ]; do sleep 0.1; done) | script -qec {} /dev/null",
+        "(until grep -qs 'Wi-Fi password for' \"$HOME/typescript\"; do sleep 0.1; done; sleep 0.3; \
+         printf '%s\\n' '{PASSWORD}'; \
+         until grep -qs 'again, to be sure' \"$HOME/typescript\"; do sleep 0.1; done; sleep 0.3; \
+         printf '%s\\n' '{PASSWORD}'; \
+         while [ ! -e \"$HOME/done\" ]; do sleep 0.1; done) | script -qefc {} \"$HOME/typescript\"",
         binfmt_ns::sh_quote(&command)
     );
     let out = BinfmtNs::new()
@@ -456,7 +461,7 @@ fn asks_for_the_wifi_password_on_a_terminal() {
         "{stdout}"
     );
     assert!(stdout.contains("again, to be sure: "), "{stdout}");
-    // Typed after the prompt appeared (2 s in): not echoed.
+    // Typed after the prompt appeared: not echoed.
     assert!(
         !stdout.contains(PASSWORD),
         "the password was echoed:\n{stdout}"
@@ -646,4 +651,140 @@ fn dry_run_prints_the_exact_build_command() {
         )),
         "{stdout}"
     );
+}
+
+/// `flake.nix` of the fixture fleet with `from` replaced by `to`, committed.
+fn edit_flake(root: &Path, from: &str, to: &str) {
+    let flake = root.join("flake.nix");
+    let text = std::fs::read_to_string(&flake).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(&flake, text.replacen(from, to, 1)).unwrap();
+    git(root, &["commit", "-qam", "edit"]);
+}
+
+const KEYS_LINE: &str = "keys = builtins.concatStringsSep \"\\n\" inventory.admin_keys;";
+
+/// Makes every host's image fetch a file from a closed local port, as an
+/// offline machine fails to fetch nixpkgs or the binary cache.
+fn unreachable_download(root: &Path) {
+    edit_flake(
+        root,
+        KEYS_LINE,
+        &format!(
+            "{KEYS_LINE}\n          firmware = builtins.fetchurl {{ url = \"http://127.0.0.1:9/firmware.bin\"; sha256 = \"{}\"; }};",
+            "0".repeat(52)
+        ),
+    );
+}
+
+#[test]
+fn an_offline_build_is_said_to_be_the_network() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    unreachable_download(root);
+    let out = sd(root, &["rpi-box-01"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the Nix build could not download what it needs: unable to download 'http://127.0.0.1:9/firmware.bin'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "this machine is offline or cannot reach the binary cache (cache.nixos.org) or GitHub"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing is wrong with the fleet definition"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cargo xtask check"), "{stderr}");
+    // The build command is shown once.
+    assert_eq!(
+        stderr
+            .matches("build --extra-experimental-features")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    // Nothing left behind: no empty out/rpi-box-01/.
+    assert!(
+        !root.join("out").exists(),
+        "{:?}",
+        std::fs::read_dir(root.join("out")).map(|d| d.count())
+    );
+}
+
+#[test]
+fn a_failed_build_names_its_error_line() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    edit_flake(
+        root,
+        "args = [ ./sd-image.sh ];",
+        "args = [ \"-c\" \"echo the root partition does not fit >&2; exit 1\" ];",
+    );
+    // An earlier image stays where it is.
+    std::fs::create_dir_all(root.join("out/rpi-box-01")).unwrap();
+    std::fs::write(root.join("out/rpi-box-01/rpi-box-01.img.zst"), "earlier").unwrap();
+    let out = sd(root, &["rpi-box-01"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("error: the Nix build failed: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        summary.contains("builder for '/nix/store/")
+            && summary.ends_with("last log line: the root partition does not fit"),
+        "{summary}"
+    );
+    assert!(!stderr.contains("could not download"), "{stderr}");
+    assert_eq!(
+        std::fs::read(root.join("out/rpi-box-01/rpi-box-01.img.zst")).unwrap(),
+        b"earlier"
+    );
+    assert!(!root.join("out/rpi-box-01/.result").exists());
+}
+
+/// On a terminal, a Wi-Fi host's password is asked only once the build
+/// succeeded: a failed build never asks for it.
+#[test]
+fn a_failed_build_never_asks_for_the_wifi_password() {
+    if !ready() || !prerequisite(need_program("script", "bsdutils")) {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    unreachable_download(root);
+    let bin = assert_cmd::cargo::cargo_bin("xtask");
+    // Bounded: a prompt that nobody answers ends with the timeout.
+    let command = format!(
+        "timeout 120 {} --flake {} sd rpi-zero-01",
+        binfmt_ns::sh_quote(&bin),
+        binfmt_ns::sh_quote(root)
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(&ns_nix_conf())
+        .script(&format!(
+            "script -qec {} /dev/null </dev/null",
+            binfmt_ns::sh_quote(&command)
+        ));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("Wi-Fi password"), "{stdout}");
+    // Nix's output came through the terminal, and was read.
+    assert!(
+        stdout.contains("the Nix build could not download what it needs"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(!root.join("out").exists());
 }

@@ -284,9 +284,10 @@ fn daemon_users() {
     );
 }
 
-/// Without Nix (hidden by a bind mount over /usr/bin/nix in the
-/// namespace): --check names both ways to install it, and the fix plan
-/// with --install-nix installs the distribution's packages.
+/// Without Nix (every `nix` on PATH hidden by a bind mount in the
+/// namespace): --check names where a new enough Nix comes from, and the
+/// fix plan with --install-nix installs it: on Debian 12 (nix-bin 2.8, too
+/// old for nixpkgs 26.05) the official installer, printed only.
 #[test]
 fn missing_nix() {
     if !ready() {
@@ -294,7 +295,7 @@ fn missing_nix() {
     }
     let x = sh_quote(xtask_bin());
     let script = format!(
-        "mount --bind /dev/null \"$(command -v nix)\" || exit 99; \
+        "for n in $(which -a nix); do mount --bind /dev/null \"$n\" || exit 99; done; \
          {x} setup-binfmt --check; echo \"check $?\"; echo ==plan; \
          {x} setup-binfmt --dry-run --install-nix; echo \"plan $?\""
     );
@@ -308,10 +309,14 @@ fn missing_nix() {
     assert!(check.contains("✓ an aarch64 program ran"), "{check}");
     assert!(!check.contains("Nix built"), "{check}");
     assert!(plan.contains("plan 0"), "{plan}\n{stderr}");
-    assert!(
-        plan.contains("$ apt-get install -y nix-bin nix-setup-systemd"),
-        "{plan}"
-    );
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if os.contains("ID=debian") && os.contains("VERSION_ID=\"12\"") {
+        assert!(
+            plan.contains("$ curl -L https://nixos.org/nix/install | sh -s -- --daemon"),
+            "{plan}"
+        );
+        assert!(!plan.contains("nix-bin nix-setup-systemd"), "{plan}");
+    }
     assert!(plan.contains("dry run: nothing was changed"), "{plan}");
 }
 
@@ -387,4 +392,73 @@ fn fix_mode_as_a_user_with_sudo() {
     assert!(after.contains("builds go through nix-daemon"), "{after}");
     let built = built_path(after);
     assert_eq!(std::fs::read(&built).unwrap(), b"hello from aarch64\n");
+}
+
+/// A `nix-daemon` of another PID namespace (a container's: here a copy of
+/// `sleep` named so, under `unshare --pid`) is not this machine's daemon:
+/// before the fix it was taken for one that missed a nix.conf change.
+#[test]
+fn a_containers_nix_daemon_is_not_this_machines() {
+    if !ready() || !common::prerequisite(common::need_program("setpriv", "util-linux")) {
+        return;
+    }
+    let x = sh_quote(xtask_bin());
+    let script = format!(
+        "cp \"$(command -v sleep)\" \"$HOME/nix-daemon\"; \
+         unshare --pid --fork --kill-child --mount-proc \"$HOME/nix-daemon\" 60 & \
+         n=0; until grep -qs '^Name:.nix-daemon' /proc/[0-9]*/status; do n=$((n+1)); [ $n -lt 500 ] || exit 97; sleep 0.01; done; \
+         sleep 0.2; echo 'max-jobs = 2' >> /etc/nix/nix.conf; \
+         echo \"daemons: $(grep -ls '^Name:.nix-daemon' /proc/[0-9]*/status | wc -l)\"; \
+         {x} setup-binfmt --check --no-nix-probe; echo \"check $?\"; \
+         echo ==user; {user} {x} setup-binfmt --check --no-nix-probe; kill $!",
+        // Another user may not read a root process's /proc/<pid>/ns/pid.
+        user = binfmt_ns::AS_NOBODY_OUTSIDE_NIX_USERS
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(NIX_READY)
+        .script(&script);
+    let (stdout, stderr) = text(&out);
+    let (root, user) = stdout.split_once("==user\n").unwrap();
+    assert!(root.contains("daemons: 1"), "{stdout}\n{stderr}");
+    assert!(!root.contains("nix-daemon (pid"), "{root}\n{stderr}");
+    assert!(root.contains("check 0"), "{root}\n{stderr}");
+    assert!(
+        user.contains("✓ aarch64-linux") || user.contains("Nix "),
+        "{user}\n{stderr}"
+    );
+    assert!(!user.contains("nix-daemon (pid"), "{user}\n{stderr}");
+}
+
+/// Without systemd, the restart that the check's advice ends with ("…, then
+/// restart nix-daemon") is a step of the --dry-run plan too, by hand.
+#[test]
+fn dry_run_plans_the_daemon_restart_without_systemd() {
+    if !common::prerequisite(binfmt_ns::missing_for_daemon()) {
+        return;
+    }
+    let x = sh_quote(xtask_bin());
+    let script = format!(
+        "{x} setup-binfmt --check --no-nix-probe; echo ==plan; {x} setup-binfmt --dry-run; echo \"plan $?\""
+    );
+    let out = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf("sandbox = true\n")
+        .nix_daemon()
+        .script(&script);
+    let (stdout, stderr) = text(&out);
+    let (check, plan) = stdout.split_once("==plan\n").unwrap();
+    assert!(
+        check.contains(", then restart nix-daemon (no systemd here"),
+        "{check}\n{stderr}"
+    );
+    assert!(plan.contains("plan 0"), "{plan}\n{stderr}");
+    let plan = plan.split("plan:\n").nth(1).unwrap();
+    assert!(plan.contains("+ extra-platforms = aarch64-linux"), "{plan}");
+    let restart = plan
+        .lines()
+        .find(|l| l.starts_with("- restart nix-daemon so that it reads nix.conf"))
+        .unwrap_or_else(|| panic!("no restart step in the plan:\n{plan}"));
+    assert!(restart.contains("no systemd here, so by hand"), "{restart}");
+    assert!(restart.contains("stop nix-daemon (pid "), "{restart}");
 }

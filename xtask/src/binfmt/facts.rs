@@ -12,7 +12,8 @@ use xshell::Shell;
 
 use super::elf::{self, Linkage};
 use super::entry::{self, Entry};
-use super::{nixconf, probe};
+use super::{install, nixconf, probe};
+use crate::nix::version;
 use crate::{exec, nix};
 
 pub const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
@@ -44,6 +45,9 @@ pub struct Facts {
     /// that registers an aarch64 interpreter at boot.
     pub boot_rule: Option<(PathBuf, Entry)>,
     pub nix: Option<NixFacts>,
+    /// Where a new enough Nix would come from: set when Nix is missing or
+    /// too old for nixpkgs 26.05 (from /etc/os-release and apt-cache).
+    pub nix_source: Option<install::Source>,
     pub elf_probe: Result<(), String>,
     pub nix_probe: Option<Result<String, String>>,
 }
@@ -64,6 +68,8 @@ pub struct Binfmt {
 pub struct NixFacts {
     pub version_text: String,
     pub version: Option<(u32, u32)>,
+    /// Whether this Nix can evaluate nixpkgs 26.05.
+    pub gate: Result<version::Installed, version::Unusable>,
     pub flavour: Flavour,
     /// Whether builds by this user go through nix-daemon.
     pub uses_daemon: bool,
@@ -139,6 +145,10 @@ pub fn gather(sh: &Shell, nix_probe: bool) -> Facts {
     let binfmt = read_binfmt();
     let interpreter = find_interpreter(&binfmt);
     let nix = nix::installed().then(|| gather_nix(sh));
+    let nix_source = nix
+        .as_ref()
+        .is_none_or(|n| n.gate.is_err())
+        .then(|| nix_source(sh, &os));
     let elf_probe = run_elf_probe(sh);
     let nix_probe = (nix_probe && nix.is_some()).then(|| run_nix_probe(sh));
     Facts {
@@ -153,9 +163,21 @@ pub fn gather(sh: &Shell, nix_probe: bool) -> Facts {
         interpreter,
         boot_rule: find_boot_rule(),
         nix,
+        nix_source,
         elf_probe,
         nix_probe,
     }
+}
+
+/// Where to get a new enough Nix: asks apt for nix-bin's candidate version.
+fn nix_source(sh: &Shell, os_release: &str) -> install::Source {
+    let policy = if exec::have("apt-cache") {
+        let cmd = xshell::cmd!(sh, "apt-cache policy nix-bin").env("LC_ALL", "C");
+        exec::read(cmd).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    install::choose(os_release, &policy)
 }
 
 fn read_binfmt() -> Binfmt {
@@ -276,6 +298,14 @@ fn current_user() -> User {
     }
 }
 
+/// Whether /etc/group has a group of that name.
+pub fn group_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').next() == Some(name))
+}
+
 /// Users in a group by /etc/group and /etc/passwd (members and those whose
 /// primary group it is), whatever this process's own groups are.
 pub fn group_members(name: &str) -> Vec<String> {
@@ -306,6 +336,7 @@ pub fn group_members(name: &str) -> Vec<String> {
 fn gather_nix(sh: &Shell) -> NixFacts {
     let version_text = exec::read(xshell::cmd!(sh, "nix --version")).unwrap_or_default();
     let version = nixconf::parse_version(&version_text);
+    let gate = version::judge(&version_text);
     let root = current_uid() == Some(0);
     let flavour = flavour();
     let uses_daemon = match std::env::var("NIX_REMOTE").as_deref() {
@@ -341,6 +372,7 @@ fn gather_nix(sh: &Shell) -> NixFacts {
     NixFacts {
         version_text,
         version,
+        gate,
         flavour,
         uses_daemon,
         config,
@@ -373,7 +405,7 @@ fn show_config(
     let mut out = run(false);
     if let Ok(o) = &out
         && !o.status.success()
-        && String::from_utf8_lossy(&o.stderr).contains("experimental Nix feature 'nix-command'")
+        && nixconf::nix_command_disabled(&String::from_utf8_lossy(&o.stderr))
     {
         nix_command = false;
         out = run(true);
@@ -479,6 +511,10 @@ fn find_daemon() -> Option<Daemon> {
         .next()?
         .parse()
         .ok()?;
+    let own = (
+        std::fs::read_link("/proc/self/ns/pid").ok(),
+        pid_depth(Path::new("/proc/self")),
+    );
     let mut best: Option<(u64, u32)> = None;
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -490,7 +526,7 @@ fn find_daemon() -> Option<Daemon> {
         let Some((head, tail)) = stat.rsplit_once(") ") else {
             continue;
         };
-        if !head.ends_with("(nix-daemon") {
+        if !head.ends_with("(nix-daemon") || !same_pid_namespace(&e.path(), &own) {
             continue;
         }
         // Field 22, start time in clock ticks since boot (USER_HZ = 100).
@@ -506,6 +542,33 @@ fn find_daemon() -> Option<Daemon> {
         pid,
         started: now - Duration::from_secs_f64((uptime - ticks as f64 / 100.0).max(0.0)),
     })
+}
+
+/// Whether the process at `/proc/<pid>` runs in this PID namespace: a
+/// `nix-daemon` of a container (another PID namespace, visible from here)
+/// is not this machine's daemon. `own`: this process's namespace link and
+/// [`pid_depth`].
+fn same_pid_namespace(proc_dir: &Path, own: &(Option<PathBuf>, Option<usize>)) -> bool {
+    if let (Some(own), Ok(ns)) = (&own.0, std::fs::read_link(proc_dir.join("ns/pid"))) {
+        return ns == *own;
+    }
+    // The link of another user's process is not readable; its status is.
+    match (own.1, pid_depth(proc_dir)) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// How many PID namespaces deep a process is, seen from this /proc: the
+/// number of PIDs on the `NSpid:` line of its status (one per level).
+fn pid_depth(proc_dir: &Path) -> Option<usize> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    nspid_depth(&status)
+}
+
+fn nspid_depth(status: &str) -> Option<usize> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    Some(line.split_whitespace().count())
 }
 
 /// Writes the probe to a fresh private folder and returns its path.
@@ -600,5 +663,18 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nspid_depth_counts_namespace_levels() {
+        assert_eq!(nspid_depth("Name:\tsleep\nNSpid:\t4242\n"), Some(1));
+        // A container's process seen from the machine: its PID here, then in the container.
+        assert_eq!(nspid_depth("Name:\tnix-daemon\nNSpid:\t4242\t1\n"), Some(2));
+        assert_eq!(nspid_depth("Name:\tx\n"), None);
     }
 }

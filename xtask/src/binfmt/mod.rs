@@ -6,6 +6,7 @@ pub mod elf;
 pub mod entry;
 pub mod facts;
 pub mod fix;
+pub mod install;
 pub mod nixconf;
 pub mod probe;
 
@@ -17,9 +18,6 @@ use anyhow::{Result, bail};
 use xshell::Shell;
 
 use facts::{Denied, Facts, Flavour, NixFacts};
-
-/// Nixpkgs 26.05 needs at least this Nix.
-pub const MIN_NIX: (u32, u32) = (2, 18);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Status {
@@ -36,6 +34,9 @@ pub struct Check {
     pub text: String,
     /// What to run or change, when not Ok.
     pub fix: Option<String>,
+    /// The Nix version check, which commands also make on their own
+    /// (`nix::version::require`).
+    pub version_gate: bool,
 }
 
 impl Check {
@@ -44,6 +45,7 @@ impl Check {
             status: Status::Ok,
             text: text.into(),
             fix: None,
+            version_gate: false,
         }
     }
 
@@ -52,6 +54,7 @@ impl Check {
             status: Status::Warn,
             text: text.into(),
             fix: Some(fix.into()),
+            version_gate: false,
         }
     }
 
@@ -60,6 +63,7 @@ impl Check {
             status: Status::Fail,
             text: text.into(),
             fix: Some(fix.into()),
+            version_gate: false,
         }
     }
 }
@@ -95,7 +99,10 @@ pub fn passed(checks: &[Check]) -> bool {
 pub fn ensure_ready(nix_probe: bool) -> Result<()> {
     let sh = Shell::new()?;
     let facts = facts::gather(&sh, nix_probe);
-    ready(&evaluate(&facts))
+    let mut checks = evaluate(&facts);
+    // The caller refuses a too old Nix itself, in the same words.
+    checks.retain(|c| !c.version_gate);
+    ready(&checks)
 }
 
 /// Ok when no check failed, else the error [`ensure_ready`] returns.
@@ -282,8 +289,8 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         None => checks.push(Check::fail(
             "Nix is not installed",
             format!(
-                "either the distribution's package: `cargo xtask setup-binfmt --install-nix` ({})\nor the official installer: `sh <(curl -L https://nixos.org/nix/install) --daemon`\n(see documentation/getting nix ready.md)",
-                apt("nix-bin nix-setup-systemd")
+                "{}\n(see documentation/getting nix ready.md)",
+                install::missing_fix(f, &apt)
             ),
         )),
         Some(n) => nix_checks(f, n, &mut checks),
@@ -382,14 +389,11 @@ fn nix_checks(f: &Facts, n: &NixFacts, checks: &mut Vec<Check>) {
         "Nix {version} ({}; {route})",
         n.flavour.describe()
     )));
-    if n.version.is_some_and(|v| v < MIN_NIX) {
-        checks.push(Check::warn(
-            format!(
-                "Nix {version} is older than {}.{}, which nixpkgs 26.05 needs",
-                MIN_NIX.0, MIN_NIX.1
-            ),
-            "install a current Nix with the official installer (see documentation/getting nix ready.md), or use a newer distribution's nix-bin",
-        ));
+    if let Err(e) = &n.gate {
+        checks.push(Check {
+            version_gate: true,
+            ..Check::fail(e.reason(), install::replace_fix(f, n))
+        });
     }
     let restart_note = if n.flavour.has_daemon() {
         format!(", then {}", restart(f))
@@ -579,11 +583,12 @@ mod tests {
     use super::elf::Linkage;
     use super::entry::{self, Entry, Rule};
     use super::facts::{Binfmt, Daemon, NixFacts, User};
+    use super::install::Source;
     use super::*;
 
     /// A Debian 12 workstation where everything is right, as a user of
     /// the distribution's daemon.
-    fn good() -> Facts {
+    pub(crate) fn good() -> Facts {
         let config: BTreeMap<String, String> = [
             ("allowed-users", "*"),
             ("experimental-features", "flakes nix-command"),
@@ -628,6 +633,7 @@ mod tests {
             nix: Some(NixFacts {
                 version_text: "nix (Nix) 2.24.10".into(),
                 version: Some((2, 24)),
+                gate: crate::nix::version::judge("nix (Nix) 2.24.10"),
                 flavour: Flavour::Distribution { daemon: true },
                 uses_daemon: true,
                 config: Ok(config),
@@ -641,9 +647,25 @@ mod tests {
                 }),
                 allowed: Ok(()),
             }),
+            nix_source: None,
             elf_probe: Ok(()),
             nix_probe: Some(Ok("/nix/store/x-aarch64-probe".into())),
         }
+    }
+
+    /// `good()` with Debian 12's own nix-bin 2.8.0, whose candidate is 2.8
+    /// too: the official installer is the way out.
+    pub(crate) fn debian_12_nix() -> Facts {
+        let mut f = good();
+        let text = "nix (Nix) 2.8.0\n";
+        let n = nix(&mut f);
+        n.version_text = text.into();
+        n.version = Some((2, 8));
+        n.gate = crate::nix::version::judge(text);
+        f.nix_source = Some(Source::Official {
+            why: "Debian GNU/Linux 12 (bookworm)'s nix-bin is 2.8.0, older than the 2.18 that nixpkgs 26.05 needs".into(),
+        });
+        f
     }
 
     fn failures(f: &Facts) -> Vec<String> {
@@ -762,14 +784,53 @@ mod tests {
     }
 
     #[test]
-    fn missing_nix_names_both_ways() {
-        let mut f = good();
+    fn missing_nix_names_where_a_new_enough_one_comes_from() {
+        let mut f = debian_12_nix();
         f.nix = None;
         f.nix_probe = None;
         let failed = failures(&f);
         assert_eq!(failed.len(), 1);
-        assert!(failed[0].contains("--install-nix"));
-        assert!(failed[0].contains("https://nixos.org/nix/install"));
+        assert!(failed[0].contains("--install-nix` runs the official installer (Debian GNU/Linux 12 (bookworm)'s nix-bin is 2.8.0"), "{failed:?}");
+        assert!(
+            failed[0].contains("curl -L https://nixos.org/nix/install | sh -s -- --daemon"),
+            "{failed:?}"
+        );
+        f.nix_source = Some(Source::Distribution {
+            version: crate::nix::version::Version::new(2, 26, 3),
+        });
+        let failed = failures(&f);
+        assert!(failed[0].contains("installs the distribution's nix-bin 2.26.3 (sudo apt-get install nix-bin nix-setup-systemd)"), "{failed:?}");
+    }
+
+    #[test]
+    fn a_nix_older_than_2_18_is_a_failure_with_the_way_out() {
+        let f = debian_12_nix();
+        let failed = failures(&f);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].starts_with("✗ Nix 2.8.0 is too old: nixpkgs 26.05 needs Nix 2.18 or newer (its lib/minver.nix)\n    fix: `cargo xtask setup-binfmt --install-nix` replaces it with the official installer's Nix"),
+            "{failed:?}"
+        );
+        assert!(failed[0].contains("removes nix-bin and nix-setup-systemd, their nixbld build users and group, moves /nix aside"), "{failed:?}");
+        assert!(ready(&evaluate(&f)).is_err());
+        // Where the distribution has a new enough package: upgrade it.
+        let mut f = debian_12_nix();
+        f.nix_source = Some(Source::Distribution {
+            version: crate::nix::version::Version::new(2, 26, 3),
+        });
+        let failed = failures(&f);
+        assert!(failed[0].contains("upgrades it to the distribution's nix-bin 2.26.3 (sudo apt-get install nix-bin nix-setup-systemd)"), "{failed:?}");
+        // The official installer's old Nix upgrades itself.
+        nix(&mut f).flavour = Flavour::Official { multi_user: true };
+        let failed = failures(&f);
+        assert!(
+            failed[0].contains("fix: upgrade it: `sudo -i nix upgrade-nix`"),
+            "{failed:?}"
+        );
+        // 2.18.0 itself is enough.
+        let mut f = good();
+        nix(&mut f).gate = crate::nix::version::judge("nix (Nix) 2.18.0");
+        assert!(failures(&f).is_empty());
     }
 
     #[test]

@@ -15,6 +15,14 @@ pub fn parse_show_config(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether Nix refused a command because nix-command is off: Nix 2.8 says
+/// "experimental Nix feature 'nix-command' is disabled; use
+/// '--extra-experimental-features nix-command' to override", newer Nix
+/// "…; add '--extra-experimental-features nix-command' to enable it".
+pub fn nix_command_disabled(stderr: &str) -> bool {
+    stderr.contains("experimental Nix feature 'nix-command' is disabled")
+}
+
 /// The space-separated words of a setting.
 pub fn words<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Vec<&'a str> {
     config
@@ -26,15 +34,7 @@ pub fn words<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Vec<&'a str
 /// `(major, minor)` from `nix --version`: `nix (Nix) 2.8.0`,
 /// `nix (Determinate Nix 3.6.2) 2.29.0`, `nix (Nix) 2.24.10pre`.
 pub fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let last = text.split_whitespace().last()?;
-    let mut parts = last.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor: String = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    Some((major, minor.parse().ok()?))
+    crate::nix::version::Installed::parse(text).map(|i| (i.version.major, i.version.minor))
 }
 
 /// Whether a path is made available by `sandbox-paths` entries
@@ -178,6 +178,13 @@ trusted-users = root
             Some((2, 29))
         );
         assert_eq!(parse_version("garbage"), None);
+        // Lix 2.92 and later print details after the version line.
+        assert_eq!(
+            parse_version(
+                "nix (Lix, like Nix) 2.92.0-dev-pre20250117-0d14c2b\nSystem type: x86_64-linux\nData directory: /nix/store/rliimcnqkplrqdgm4z6yqclpr6c32wh6-lix-2.92.0-dev-pre20250117-0d14c2b/share\n"
+            ),
+            Some((2, 92))
+        );
     }
 
     #[test]

@@ -33,9 +33,21 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.contains("---- BEGIN SSH2 PUBLIC KEY ----") {
+        bail!(
+            "{p} is an RFC 4716 (SSH2) public key, the format PuTTY and some tools write; authorized_keys needs OpenSSH's one-line form: convert it with `ssh-keygen -i -f {p} > {p}.openssh`, then `cargo xtask add-key {p}.openssh`",
+            p = path.display()
+        );
+    }
     let line = validate(&text)
         .with_context(|| format!("{} is not a usable SSH public key", path.display()))?;
     let key = sshkey::parse_line(&line).map_err(anyhow::Error::msg)?;
+    if let Some(bits) = sshkey::rsa_bits(&key).filter(|&b| b < sshkey::RSA_MIN_BITS) {
+        eprintln!(
+            "warning: this RSA key has {bits} bits, under the {} now recommended: it is added, but make an ed25519 key (`ssh-keygen -t ed25519`), add it, and remove this one from {KEYS}",
+            sshkey::RSA_MIN_BITS
+        );
+    }
 
     let file = root.join(KEYS);
     let existing = std::fs::read_to_string(&file).unwrap_or_default();

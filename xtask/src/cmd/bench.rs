@@ -79,10 +79,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         None => PathBuf::from("/var/tmp/flash-bench"),
     };
     std::fs::create_dir_all(&dir)?;
-    let img = dir.join("nixos-shaped.img");
-    let zst = dir.join("nixos-shaped.img.zst");
+    // One cached image per size and fill: another --size-mib never reuses it.
+    let name = cached_name(a.size_mib, a.fill);
+    let img = dir.join(format!("{name}.img"));
+    let zst = dir.join(format!("{name}.img.zst"));
     let sh = Shell::new()?;
-    if !zst.exists() {
+    // A cached file of another size (cut short, or edited) is made again.
+    let cached = zst.exists() && zstd_size(&zst).ok() == Some(a.size_mib << 20);
+    if !cached {
         eprintln!(
             "building a {} MiB NixOS-shaped image in {}",
             a.size_mib,
@@ -280,6 +284,11 @@ fn wipe(dev: &str) -> Result<()> {
     Ok(())
 }
 
+/// The cached image's file name, without extension: `nixos-shaped-1024MiB-fill0.85`.
+fn cached_name(size_mib: u64, fill: f64) -> String {
+    format!("nixos-shaped-{size_mib}MiB-fill{fill}")
+}
+
 fn zstd_size(zst: &Path) -> Result<u64> {
     let f = std::io::BufReader::new(File::open(zst)?);
     let len = std::fs::metadata(zst)?.len();
@@ -300,5 +309,17 @@ impl Drop for Cleanup {
             let _ = Command::new("losetup").arg("-d").arg(d).status();
         }
         let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_is_keyed_by_size_and_fill() {
+        assert_eq!(cached_name(1024, 0.85), "nixos-shaped-1024MiB-fill0.85");
+        assert_ne!(cached_name(64, 0.85), cached_name(128, 0.85));
+        assert_ne!(cached_name(64, 0.85), cached_name(64, 0.5));
     }
 }

@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::inventory::{Fleet, INVENTORY, Problem};
-use crate::nix;
+use crate::inventory::{Fleet, INVENTORY, Problem, Reach};
+use crate::{exec, nix};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,17 +23,55 @@ struct Report {
     problems: Vec<Problem>,
     /// Checks that could not run, with the reason.
     skipped: Vec<String>,
+    /// Per host, what its address relies on (information, not problems).
+    addressing: Vec<Addressing>,
+}
+
+#[derive(Serialize)]
+struct Addressing {
+    host: String,
+    address: String,
+    reach: Reach,
+    note: String,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let (fleet, mut problems) = Fleet::read(root)?;
+    let (fleet, mut problems) = match Fleet::read(root) {
+        Ok(read) => read,
+        Err(e) => {
+            // A fleet.toml that does not parse: with --json, that one problem.
+            let text = std::fs::read_to_string(root.join(INVENTORY)).unwrap_or_default();
+            if let (true, Some(p)) = (args.json, crate::inventory::syntax_problem(&text)) {
+                let report = Report {
+                    ok: false,
+                    problems: vec![p],
+                    skipped: Vec::new(),
+                    addressing: Vec::new(),
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            return Err(e);
+        }
+    };
     let mut skipped = Vec::new();
     problems.extend(check_lock(root)?);
+    problems.extend(check_untracked(root)?);
     problems.extend(crate::container_pins::problems(&fleet)?);
     if nix::installed() {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);
-        problems.extend(check_flake_inventory(&sh, &fleet));
+        match nix::version::require() {
+            Ok(_) => {
+                problems.extend(check_flake_inventory(&sh, &fleet));
+                problems.extend(check_flake_checks(&sh, &fleet));
+            }
+            Err(e) => problems.push(Problem::new(
+                "flake.nix",
+                0,
+                format!("the flake was not evaluated: {}", e.reason()),
+                nix::version::FIX,
+            )),
+        }
     } else {
         skipped.push(
             "nix is not installed: .nix files were not parsed and the flake's inventory was not compared (run `cargo xtask setup-binfmt` or see documentation/getting nix ready.md)"
@@ -44,6 +82,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         ok: problems.is_empty(),
         problems,
         skipped,
+        addressing: addressing(&fleet),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -53,6 +92,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         for s in &report.skipped {
             println!("skipped: {s}");
+        }
+        for a in &report.addressing {
+            println!("info: {}", a.note);
         }
         if report.ok {
             println!("✓ {} host(s), no problems", fleet.hosts.len());
@@ -65,6 +107,25 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Files the flake reads are tracked by Git (Nix leaves untracked ones out).
+fn check_untracked(root: &Path) -> Result<Vec<Problem>> {
+    let Some(status) = crate::git::status(&Shell::new()?, root)? else {
+        return Ok(Vec::new());
+    };
+    Ok(status
+        .untracked_flake_inputs()
+        .into_iter()
+        .map(|f| {
+            Problem::new(
+                f,
+                0,
+                "not tracked by Git: the flake does not see it (Nix flakes read only tracked files), so builds and deploys leave it out",
+                format!("`git add {f}`"),
+            )
+        })
+        .collect())
 }
 
 /// Every input in flake.lock is locked to a revision with a narHash.
@@ -220,6 +281,60 @@ fn check_flake_inventory(sh: &Shell, fleet: &Fleet) -> Vec<Problem> {
                 nix::error_summary(&format!("{e:#}"))
             ),
             "fix the error Nix names above; if the repository is a Git checkout, `git add` new files",
+        )],
+    }
+}
+
+/// Per host, what its address relies on: its `<name>.local` mDNS name, an
+/// address the router must hand out, a DNS name, or a static address.
+fn addressing(fleet: &Fleet) -> Vec<Addressing> {
+    fleet
+        .hosts
+        .iter()
+        .map(|h| Addressing {
+            host: h.name.clone(),
+            address: h.address.clone(),
+            reach: h.reach(),
+            note: h.reach_note(),
+        })
+        .collect()
+}
+
+/// The flake's `checks.aarch64-linux` has every host (so `nix flake check`
+/// evaluates each one), read without nixpkgs: only the names are evaluated.
+fn check_flake_checks(sh: &Shell, fleet: &Fleet) -> Vec<Problem> {
+    let mut names: Vec<&str> = fleet.hosts.iter().map(|h| h.name.as_str()).collect();
+    names.sort_unstable();
+    let ours = serde_json::json!({ "aarch64-linux": names });
+    let out = exec::read(
+        nix::nix(sh)
+            .args(["eval", "--json"])
+            .arg(nix::flake_attr(&fleet.root, "checks"))
+            .args([
+                "--apply",
+                "c: builtins.mapAttrs (system: builtins.attrNames) c",
+            ]),
+    );
+    let theirs = out.and_then(|o| Ok(serde_json::from_str::<serde_json::Value>(&o)?));
+    match theirs {
+        Ok(theirs) if theirs == ours => Vec::new(),
+        Ok(theirs) => vec![Problem::new(
+            "flake.nix",
+            0,
+            format!(
+                "the flake's checks do not cover the fleet: {}",
+                first_difference(&ours, &theirs, "checks")
+            ),
+            "make flake.nix set `checks.aarch64-linux` to every host's toplevel, as the template does",
+        )],
+        Err(e) => vec![Problem::new(
+            "flake.nix",
+            0,
+            format!(
+                "`nix eval .#checks` failed: {}",
+                nix::error_summary(&format!("{e:#}"))
+            ),
+            "make flake.nix set `checks.aarch64-linux` to every host's toplevel, as the template does",
         )],
     }
 }

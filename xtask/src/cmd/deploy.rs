@@ -72,6 +72,9 @@ impl Timeouts {
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     args.timeouts.check()?;
+    if let Some(note) = crate::git::uncommitted_note(root, "the hosts will run")? {
+        eprintln!("{note}");
+    }
     let hosts = deploy::load_selected(root, &args.hosts, args.all, &args.tag)?;
     let run = deploy::run_id("deploy");
     let ssh = Ssh::new(args.timeouts.connect_timeout)?;
@@ -94,6 +97,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         deploy::print_plans(&ctx, &hosts, None);
         return Ok(());
     }
+    crate::nix::version::require()?;
     deploy::run_hosts(
         root,
         &run,

@@ -61,7 +61,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         },
     };
     let disk = device::read_disk(&name)?;
-    let a = device::assess(&disk, &mounts, &swaps, img.size);
+    let a = assess(&disk, &mounts, &swaps, &img);
     eprintln!("device: {}", describe(&disk, &a.mountpoints));
 
     if args.verify_only {
@@ -159,6 +159,20 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The checks of a disk for this image: the disk's own, then whether the
+/// image is the disk's backing file or lives on it.
+fn assess(
+    disk: &Disk,
+    mounts: &[device::Mount],
+    swaps: &[String],
+    img: &Image,
+) -> device::Assessment {
+    let mut a = device::assess(disk, mounts, swaps, img.size);
+    a.refusals
+        .extend(device::image_refusals(disk, mounts, &img.file));
+    a
+}
+
 /// One line about a disk: path, model, size, transport, mounts.
 fn describe(d: &Disk, mountpoints: &[String]) -> String {
     let mut s = format!(
@@ -189,7 +203,7 @@ fn choose(
     let mut offered = Vec::new();
     let mut others = Vec::new();
     for d in device::list_disks() {
-        let a = device::assess(&d, mounts, swaps, img.size);
+        let a = assess(&d, mounts, swaps, img);
         match a.decide(args.force_non_removable) {
             Ok(()) => offered.push((d, a)),
             Err(why) => others.push((d, why)),
@@ -283,7 +297,15 @@ fn open_target(disk: &Disk, write: bool, args: &Args, root: &Path) -> Result<Tar
         Err(e) => {
             let code = e.raw_os_error().unwrap_or(0);
             if (code == libc::EACCES || code == libc::EPERM) && !sys::is_root() {
-                eprintln!("you may not write to {path}: running this step again as root with sudo");
+                if write {
+                    eprintln!(
+                        "you may not write to {path}: running this step again as root with sudo"
+                    );
+                } else {
+                    eprintln!(
+                        "you may not read {path}: running the comparison again as root with sudo (it opens the card read-only and writes nothing)"
+                    );
+                }
                 rerun_with_sudo(args, root, &path)?;
                 std::process::exit(0);
             }

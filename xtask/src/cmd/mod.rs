@@ -12,3 +12,4 @@ pub mod rollback;
 pub mod sd;
 pub mod setup_binfmt;
 pub mod status;
+pub mod version;

@@ -17,9 +17,17 @@ pub struct Args {
     /// Raspberry Pi model
     #[arg(long, value_enum)]
     model: Model,
-    /// Address SSH reaches it at (IP or DNS name)
+    /// Address SSH reaches it at [default: <name>.local, which every Pi
+    /// publishes over mDNS]. With a prefix length (192.0.2.10/24) the Pi
+    /// sets it itself: give --gateway and --dns too
     #[arg(long)]
-    address: String,
+    address: Option<String>,
+    /// With a static address: the router's address
+    #[arg(long, value_name = "IP")]
+    gateway: Option<String>,
+    /// With a static address: a name server (repeat for several)
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
     /// SSH user for deploys
     #[arg(long, default_value = "root")]
     user: String,
@@ -32,6 +40,10 @@ pub struct Args {
     /// Wi-Fi network (SSID) to join; required for zero2w
     #[arg(long, value_name = "SSID")]
     wifi: Option<String>,
+    /// The fleet's Wi-Fi country (ISO 3166-1 alpha-2, e.g. GB), written to
+    /// [fleet] when the inventory has none yet
+    #[arg(long, value_name = "CODE")]
+    wifi_country: Option<String>,
     /// Print what would change, change nothing
     #[arg(long)]
     dry_run: bool,
@@ -41,8 +53,16 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let inv_path = root.join(INVENTORY);
     let text = std::fs::read_to_string(&inv_path)
         .with_context(|| format!("cannot read {}", inv_path.display()))?;
-    let entry = entry(&args);
-    let mut new_text = text.clone();
+    let address = args
+        .address
+        .clone()
+        .unwrap_or_else(|| format!("{}.local", args.name));
+    let entry = entry(&args, &address);
+    let mut new_text = match &args.wifi_country {
+        Some(c) => with_wifi_country(&text, c)?,
+        None => text.clone(),
+    };
+    let country_added = new_text != text;
     if !new_text.is_empty() && !new_text.ends_with('\n') {
         new_text.push('\n');
     }
@@ -68,7 +88,16 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         })
         .collect();
     if !new_problems.is_empty() {
-        bail!("cannot add `{}`: {}", args.name, new_problems.join("; "));
+        let hint = if new_problems.iter().any(|p| p.contains("no Wi-Fi country")) {
+            "; or pass --wifi-country <CODE>"
+        } else {
+            ""
+        };
+        bail!(
+            "cannot add `{}`: {}{hint}",
+            args.name,
+            new_problems.join("; ")
+        );
     }
     let dir = root.join("hosts").join(&args.name);
     if dir.exists() {
@@ -77,8 +106,20 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             args.name
         );
     }
-    let nix = TEMPLATE.replace("@NAME@", &args.name);
+    let mut nix = TEMPLATE.replace("@NAME@", &args.name);
+    if args.model == Model::Zero2w {
+        nix = nix.replace(
+            "  # services.avahi.enable = false;",
+            "  # pi-nixos.zero2w.brcmfmacWorkaround = false; # if Wi-Fi associates without it\n  # services.avahi.enable = false;",
+        );
+    }
     if args.dry_run {
+        if country_added {
+            println!(
+                "would set wifi_country = {} in [fleet]",
+                toml_string(args.wifi_country.as_deref().unwrap_or_default())
+            );
+        }
         println!("would append to {INVENTORY}:\n\n{entry}");
         println!("would create hosts/{}/default.nix", args.name);
         return Ok(());
@@ -87,9 +128,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     std::fs::write(dir.join("default.nix"), nix)?;
     std::fs::write(&inv_path, new_text)
         .with_context(|| format!("cannot write {}", inv_path.display()))?;
+    if country_added {
+        println!(
+            "set wifi_country = {} in [fleet] of {INVENTORY}",
+            toml_string(args.wifi_country.as_deref().unwrap_or_default())
+        );
+    }
     println!(
         "added {} ({}, {}) to {INVENTORY} and created hosts/{}/default.nix",
-        args.name, args.model, args.address, args.name
+        args.name, args.model, address, args.name
     );
     println!("next:");
     println!(
@@ -101,13 +148,64 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The inventory with `wifi_country = "<code>"` in its `[fleet]` table: a
+/// new table before the first host when there is none; unchanged when it
+/// already says so; refused when it says otherwise.
+fn with_wifi_country(text: &str, code: &str) -> Result<String> {
+    let (_, settings, _) = inventory::parse_fleet(text);
+    if let Some(have) = &settings.wifi_country {
+        if have == code {
+            return Ok(text.to_string());
+        }
+        bail!(
+            "{INVENTORY} already has wifi_country = {}: the whole fleet has one Wi-Fi country; drop --wifi-country or change it there",
+            toml_string(have)
+        );
+    }
+    let line = format!("wifi_country = {}\n", toml_string(code));
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let header = |l: &&str| l.trim() == "[fleet]";
+    let out = if let Some(i) = lines.iter().position(header) {
+        // A [fleet] table without wifi_country: the line goes under its header.
+        let mut out: String = lines[..=i].concat();
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&line);
+        out.push_str(&lines[i + 1..].concat());
+        out
+    } else {
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("[[host]]"))
+            .unwrap_or(lines.len());
+        let mut out: String = lines[..at].concat();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("[fleet]\n");
+        out.push_str(&line);
+        out.push('\n');
+        out.push_str(&lines[at..].concat());
+        out
+    };
+    Ok(out)
+}
+
 /// The `[[host]]` table for the arguments, defaults left out.
-fn entry(args: &Args) -> String {
+fn entry(args: &Args, address: &str) -> String {
     let q = |s: &str| toml_string(s);
     let mut e = String::from("[[host]]\n");
     let _ = writeln!(e, "name = {}", q(&args.name));
     let _ = writeln!(e, "model = {}", q(args.model.as_str()));
-    let _ = writeln!(e, "address = {}", q(&args.address));
+    let _ = writeln!(e, "address = {}", q(address));
+    if let Some(g) = &args.gateway {
+        let _ = writeln!(e, "gateway = {}", q(g));
+    }
+    if !args.dns.is_empty() {
+        let dns: Vec<String> = args.dns.iter().map(|d| q(d)).collect();
+        let _ = writeln!(e, "dns = [{}]", dns.join(", "));
+    }
     if args.user != "root" {
         let _ = writeln!(e, "user = {}", q(&args.user));
     }

@@ -12,7 +12,7 @@ use xshell::Shell;
 use crate::image::info::{self, ImageInfo};
 use crate::image::{mbr, stream, wifi};
 use crate::inventory::{self, Fleet, Host, INVENTORY};
-use crate::{container_pins, exec, git, nix};
+use crate::{capture, container_pins, exec, git, nix, nix_error};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,20 +46,9 @@ struct Plan {
     git: Option<git::Status>,
     /// The Wi-Fi password, when read from a file.
     passphrase: Option<String>,
-    /// Ask for the password before building.
+    /// Ask for the password once the build succeeded.
     ask: bool,
 }
-
-/// Files a flake build of this repository reads: untracked ones are
-/// silently left out by Nix.
-const FLAKE_INPUTS: &[&str] = &[
-    "flake.nix",
-    "flake.lock",
-    "lib/",
-    "modules/",
-    "hosts/",
-    "keys/",
-];
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let sh = Shell::new()?;
@@ -95,17 +84,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         if plan.ask {
             println!(
-                "(the Wi-Fi password for `{}` would be asked for before the build)",
+                "(the Wi-Fi password for `{}` would be asked for once the build succeeded)",
                 plan.host.wifi.as_deref().unwrap_or("")
             );
         }
         return Ok(());
     }
-    if plan.ask {
-        let ssid = plan.host.wifi.clone().unwrap_or_default();
-        plan.passphrase = Some(wifi::prompt(&ssid)?);
-    }
 
+    // Folders made here are removed again when the build fails.
+    let made = missing_ancestors(&plan.out_dir);
     std::fs::create_dir_all(&plan.out_dir)
         .with_context(|| format!("cannot create {}", plan.out_dir.display()))?;
     if args.out.is_none() {
@@ -119,14 +106,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             "building aarch64 under QEMU: what the binary cache has is fetched, the host's own derivations are built here"
         );
     }
-    exec::run(build).context(
-        "the Nix build failed: read Nix's message above (`cargo xtask check` finds mistakes in the fleet definition)",
-    )?;
-    let store = std::fs::read_link(&out_link)
-        .with_context(|| format!("nix build left no {}", out_link.display()))?;
-    let result = deliver(&sh, &plan, &store, args.decompress);
+    let built = build_and_deliver(&sh, &mut plan, build, &out_link, args.decompress);
     let _ = std::fs::remove_file(&out_link);
-    let (zsum, rsum) = result?;
+    if built.is_err() {
+        for dir in &made {
+            // Only while empty: nothing of an earlier image is removed.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    let (store, zsum, rsum) = built?;
 
     let record = ImageInfo {
         host: plan.host.name.clone(),
@@ -164,6 +152,50 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Runs the build, asks for the Wi-Fi password (only now: never for a
+/// build that then fails), and delivers the image. Returns the store path
+/// and the sums of the `.img.zst` and of the raw image.
+fn build_and_deliver(
+    sh: &Shell,
+    plan: &mut Plan,
+    build: xshell::Cmd<'_>,
+    out_link: &Path,
+    decompress: bool,
+) -> Result<(PathBuf, stream::Sum, stream::Sum)> {
+    let done = capture::run(build)?;
+    if !done.status.success() {
+        bail!("{}", build_failure(&plan.host.name, &done.stderr));
+    }
+    let store = std::fs::read_link(out_link)
+        .with_context(|| format!("nix build left no {}", out_link.display()))?;
+    if plan.ask {
+        let ssid = plan.host.wifi.clone().unwrap_or_default();
+        plan.passphrase = Some(wifi::prompt(&ssid)?);
+    }
+    let (zsum, rsum) = deliver(sh, plan, &store, decompress)?;
+    Ok((store, zsum, rsum))
+}
+
+/// What to tell about a failed `nix build` of `host`'s image, from its stderr.
+fn build_failure(host: &str, stderr: &str) -> String {
+    match nix_error::read(stderr) {
+        nix_error::Failure::Network(line) => format!(
+            "the Nix build could not download what it needs: {line}\nthis machine is offline or cannot reach the binary cache (cache.nixos.org) or GitHub, where nixpkgs and most of the system come from; nothing is wrong with the fleet definition. Connect it (check DNS, and `https_proxy` behind a proxy), then run `cargo xtask sd {host}` again"
+        ),
+        nix_error::Failure::Other(line) => format!(
+            "the Nix build failed: {line}\n(Nix's whole message is above; for a mistake in a host's configuration, `cargo xtask check` lists them with file:line)"
+        ),
+    }
+}
+
+/// `dir` and its ancestors that do not exist yet, deepest first.
+fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
 /// Every check before the build; all refusals are reported together.
 fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
     let (fleet, problems) = Fleet::read(root)?;
@@ -195,7 +227,8 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         }
     }
 
-    // Wi-Fi: the password must be at hand before a long build starts.
+    // Wi-Fi: the password must be at hand (a file, or a terminal to ask on
+    // once the build succeeded) before a long build starts.
     let mut passphrase = None;
     let mut ask = false;
     if let Some(ssid) = &host.wifi {
@@ -241,6 +274,8 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         refusals.push(
             "nix is not installed: install it (see documentation/getting nix ready.md), then run `cargo xtask setup-binfmt`".to_string(),
         );
+    } else if let Err(e) = nix::version::require() {
+        refusals.push(e.to_string());
     }
     let build_host = args.build_host.clone().or_else(|| host.build_host.clone());
     let emulated = build_host.is_none() && std::env::consts::ARCH != "aarch64";
@@ -253,36 +288,16 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
     // Git: flakes build the tracked files only.
     let status = git::status(sh, root)?;
     if let Some(s) = &status {
-        let untracked: Vec<&String> = s
-            .untracked
-            .iter()
-            .filter(|f| {
-                FLAKE_INPUTS
-                    .iter()
-                    .any(|p| f.as_str() == *p || (p.ends_with('/') && f.starts_with(p)))
-            })
-            .collect();
+        let untracked = s.untracked_flake_inputs();
         if !untracked.is_empty() {
-            let list: Vec<&str> = untracked.iter().map(|s| s.as_str()).collect();
             refusals.push(format!(
                 "not tracked by Git: {}. Nix flakes only see tracked files, so the image would be built without them: run `git add {}`",
-                list.join(", "),
-                list.join(" ")
+                untracked.join(", "),
+                untracked.join(" ")
             ));
         }
-        if s.dirty() {
-            let mut list: Vec<&str> = s.changed.iter().map(String::as_str).take(8).collect();
-            if s.changed.len() > 8 {
-                list.push("…");
-            }
-            eprintln!(
-                "note: uncommitted changes are built in and the image is recorded as `{}+dirty`: {}",
-                s.commit
-                    .as_deref()
-                    .map(|c| &c[..7.min(c.len())])
-                    .unwrap_or("no commit"),
-                list.join(", ")
-            );
+        if let Some(note) = s.dirty_note("the image is recorded as") {
+            eprintln!("{note}");
         }
     }
 

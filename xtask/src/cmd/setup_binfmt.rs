@@ -23,7 +23,7 @@ pub struct Args {
     /// Print what would be done, change nothing
     #[arg(long)]
     dry_run: bool,
-    /// When Nix is missing, install the distribution's nix-bin and nix-setup-systemd
+    /// When Nix is missing or older than 2.18 (what nixpkgs 26.05 needs), install one that is new enough: the distribution's nix-bin where its version is, else the official multi-user installer (replacing the distribution's old nix-bin)
     #[arg(long)]
     install_nix: bool,
 }
@@ -40,16 +40,17 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
     }
     let root = facts.user.root;
     let actions = fix::plan(&facts, args.install_nix);
-    if facts.nix.is_none() && !args.install_nix {
+    let nix_needed = facts.nix_source.is_some();
+    if nix_needed && !args.install_nix {
         println!(
-            "Nix is missing: rerun with --install-nix for the distribution's nix-bin, or install it the official way (documentation/getting nix ready.md)"
+            "Nix is missing or too old for nixpkgs 26.05: rerun with --install-nix to install one that is new enough (documentation/getting nix ready.md)"
         );
     }
     if actions.is_empty() {
         println!("nothing to change");
     } else {
         print_plan(&actions, root);
-        if facts.nix.is_none() && args.install_nix {
+        if nix_needed && args.install_nix && actions.iter().any(|a| a.installs) {
             println!("- then Nix's settings for aarch64, planned once it is installed");
         }
         if args.dry_run {
@@ -62,17 +63,17 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
         if !args.yes && !confirm()? {
             bail!("nothing was changed (answer y, or pass --yes)");
         }
-        let installs = actions.iter().take_while(|a| a.why.starts_with("install "));
-        let installs: Vec<_> = installs.collect();
-        if !installs.is_empty() {
+        let installs = actions.iter().take_while(|a| a.installs).count();
+        if installs > 0 {
             // Packages change the machine (their scripts may register QEMU):
             // install them, then plan the rest again from what is there now.
-            let (first, _) = actions.split_at(installs.len());
+            let (first, _) = actions.split_at(installs);
             fix::apply(&sh, root, first)?;
+            official_nix_on_path()?;
             let facts = facts::gather(&sh, false);
             let rest: Vec<_> = fix::plan(&facts, false)
                 .into_iter()
-                .filter(|a| !a.why.starts_with("install "))
+                .filter(|a| !a.installs)
                 .collect();
             fix::apply(&sh, root, &rest)?;
         } else {
@@ -81,6 +82,18 @@ pub fn run(_root: &Path, args: Args) -> Result<()> {
     }
     println!("checking again:");
     check(&sh, true, true)
+}
+
+/// After the official installer: its `nix` is on PATH for new login shells
+/// only; put it on this process's PATH so that the rest of the setup uses it.
+fn official_nix_on_path() -> Result<()> {
+    if crate::nix::official_on_path() {
+        println!(
+            "Nix is installed in {}: the next `cargo xtask` commands find it; open a new terminal for your shell to find it too",
+            crate::nix::OFFICIAL_BIN
+        );
+    }
+    Ok(())
 }
 
 fn print_plan(actions: &[fix::Action], root: bool) {

@@ -241,6 +241,7 @@ fn invalid_row(name: String, why: Vec<String>) -> Status {
 
 /// One `nix eval` for every host's toplevel path (evaluation only).
 fn expected_paths(root: &Path, names: &[String]) -> Result<BTreeMap<String, Option<String>>> {
+    nix::version::require()?;
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     let apply = String::from(
         "cs: builtins.listToAttrs (map (n: { name = n; value = let r = builtins.tryEval (cs.${n}.config.system.build.toplevel.outPath or null); in if r.success then r.value else null; }) [ ",

@@ -11,6 +11,8 @@ use anyhow::{Result, bail};
 
 #[path = "../../tests/common/fakepi.rs"]
 mod fakepi;
+#[path = "../../tests/common/nixenv.rs"]
+mod nixenv;
 
 /// Boots `hosts` fake Pis and prints the figures.
 pub fn run(root: &Path, hosts: usize) -> Result<()> {

@@ -1,14 +1,15 @@
 //! The image to write: a host's built image or a path, its format, its exact
-//! size, and a reader that yields its raw bytes.
+//! size and its record; [`super::source`] reads its raw bytes.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
-use crate::inventory;
+use super::device::FileId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -50,62 +51,96 @@ pub struct Image {
     pub format: Format,
     /// The exact number of bytes to write, when known before decompressing.
     pub size: Option<u64>,
+    /// The file's identity, checked again each time it is opened.
+    pub file: FileId,
+    /// The sha256 `cargo xtask sd` recorded for the file, checked while it is read.
+    pub expect: Option<Expected>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub host: String,
+    pub sha256: String,
 }
 
 /// A host name (its image from `cargo xtask sd`) or a path to an image.
 pub fn resolve(root: &Path, arg: &str) -> Result<Image> {
     let as_path = Path::new(arg);
     let looks_like_path = arg.contains('/') || arg.contains('.') || as_path.exists();
-    let path = if looks_like_path {
-        as_path.to_path_buf()
+    if looks_like_path {
+        open(as_path)
     } else {
-        let fleet = inventory::Fleet::load(root)?;
-        fleet.host(arg)?;
-        let p = inventory::image_path(root, arg);
-        if !p.exists() {
-            bail!(
-                "no image for {arg} yet ({} is missing): build it with `cargo xtask sd {arg}`",
-                p.display()
-            );
-        }
-        if let Some(info) = crate::image::info::read(root, arg) {
-            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            if size != info.size {
-                bail!(
-                    "{} is {size} bytes but `cargo xtask sd` recorded {} bytes: it was changed or cut short; build it again with `cargo xtask sd {arg}`",
-                    p.display(),
-                    info.size
-                );
-            }
-            eprintln!(
-                "image of {arg}: built {} from commit {}",
-                info.built,
-                info.short_commit()
-            );
-        }
-        p
-    };
-    open(&path)
+        super::host::image(root, arg)
+    }
 }
 
-/// Reads the format and size of the image at `path`; fails on a missing file,
-/// an unknown format, or a compressed file whose frames are cut short.
-pub fn open(path: &Path) -> Result<Image> {
-    if !path.exists() {
-        bail!(
+/// What a non-regular file is, for messages.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_dir() {
+        "a folder"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a regular file without ever blocking: its type is checked with
+/// `stat` before `open` (a FIFO would block `open`), `open` is non-blocking,
+/// and the opened file must be the one checked (`want`, when given).
+pub(super) fn open_regular(
+    path: &Path,
+    want: Option<&FileId>,
+) -> Result<(File, std::fs::Metadata)> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
             "the image {} does not exist: check the path, or give a host name",
             path.display()
-        );
-    }
-    let mut f =
-        File::open(path).with_context(|| format!("cannot open the image {}", path.display()))?;
-    let meta = f.metadata()?;
+        )
+    })?;
     if !meta.is_file() {
         bail!(
-            "{} is not an image file: give a .img or .img.zst file or a host name",
+            "{} is {}, not an image file: give a .img or .img.zst file or a host name",
+            path.display(),
+            kind_of(meta.file_type())
+        );
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open the image {}", path.display()))?;
+    let meta = f.metadata()?;
+    let id = file_id(path, &meta);
+    let same = want.is_none_or(|w| w.dev == id.dev && w.ino == id.ino);
+    if !meta.is_file() || !same {
+        bail!(
+            "{} was replaced while it was being read: run again",
             path.display()
         );
     }
+    Ok((f, meta))
+}
+
+fn file_id(path: &Path, meta: &std::fs::Metadata) -> FileId {
+    FileId {
+        dev: (libc::major(meta.dev()), libc::minor(meta.dev())),
+        ino: meta.ino(),
+        path: path.display().to_string(),
+    }
+}
+
+/// Reads the format and size of the image at `path`; fails on a missing or
+/// non-regular file, an unknown format, or a compressed file whose frames
+/// (zstd) or index (xz) are cut short.
+pub fn open(path: &Path) -> Result<Image> {
+    let (mut f, meta) = open_regular(path, None)?;
     let mut magic = Vec::with_capacity(6);
     (&mut f).take(6).read_to_end(&mut magic)?;
     let name = path
@@ -134,13 +169,13 @@ pub fn open(path: &Path) -> Result<Image> {
         Format::Zstd => {
             f.seek(SeekFrom::Start(0))?;
             zstd_content_size(BufReader::new(f), meta.len()).map_err(|e| {
-                anyhow::anyhow!(
+                anyhow!(
                     "{} is corrupt or truncated ({e}): rebuild it or download it again",
                     path.display()
                 )
             })?
         }
-        Format::Xz => xz_size(path),
+        Format::Xz => Some(xz_size(path)?),
         Format::Gzip => None,
     };
     if size == Some(0) {
@@ -150,6 +185,8 @@ pub fn open(path: &Path) -> Result<Image> {
         path: path.to_path_buf(),
         format,
         size,
+        file: file_id(path, &meta),
+        expect: None,
     })
 }
 
@@ -252,52 +289,51 @@ pub fn zstd_content_size<R: Read + Seek>(
     Ok(total)
 }
 
-/// The uncompressed size xz records in its index.
-fn xz_size(path: &Path) -> Option<u64> {
+/// The uncompressed size xz records in its index; an error when `xz --list`
+/// fails (a truncated or corrupt file: the index is at its end).
+fn xz_size(path: &Path) -> Result<u64> {
+    need(Format::Xz)?;
+    eprintln!("$ xz --robot --list {}", path.display());
     let out = Command::new("xz")
         .args(["--robot", "--list"])
         .arg(path)
         .output()
-        .ok()?;
+        .context("cannot run xz")?;
+    let why = String::from_utf8_lossy(&out.stderr);
+    let why = why.trim();
+    if !out.status.success() {
+        bail!(
+            "{} is corrupt or truncated (xz --list: {}): rebuild it or download it again",
+            path.display(),
+            if why.is_empty() { "failed" } else { why }
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout);
+    parse_xz_list(&text).with_context(|| {
+        format!(
+            "`xz --robot --list {}` printed no size: is xz too old? (xz-utils 5.x is needed)",
+            path.display()
+        )
+    })
+}
+
+/// The uncompressed size from `xz --robot --list`'s `totals` line.
+pub fn parse_xz_list(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("totals"))?;
     line.split('\t').nth(4)?.parse().ok()
 }
 
-/// The image's raw bytes. For xz and gzip the decoder is the `xz` / `gzip`
-/// program (no extra crates); the child is returned so it can be waited on.
-pub fn reader(img: &Image) -> Result<(Box<dyn Read + Send>, Option<Child>)> {
-    let f = File::open(&img.path).with_context(|| format!("cannot open {}", img.path.display()))?;
-    Ok(match img.format {
-        Format::Raw => (Box::new(f), None),
-        Format::Zstd => {
-            let mut d =
-                zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, f))?;
-            d.window_log_max(31)?;
-            (Box::new(d), None)
-        }
-        Format::Xz | Format::Gzip => {
-            let program = if img.format == Format::Xz {
-                "xz"
-            } else {
-                "gzip"
-            };
-            if !crate::exec::have(program) {
-                bail!(
-                    "`{program}` is not installed: apt-get install {}",
-                    if program == "xz" { "xz-utils" } else { "gzip" }
-                );
-            }
-            let mut child = Command::new(program)
-                .arg("-dc")
-                .stdin(f)
-                .stdout(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("cannot run {program}"))?;
-            let out = child.stdout.take().expect("piped");
-            (Box::new(out), Some(child))
-        }
-    })
+/// Fails when the program that decodes `format` is missing.
+pub(super) fn need(format: Format) -> Result<()> {
+    let (program, package) = match format {
+        Format::Xz => ("xz", "xz-utils"),
+        Format::Gzip => ("gzip", "gzip"),
+        _ => return Ok(()),
+    };
+    if !crate::exec::have(program) {
+        bail!("`{program}` is not installed: apt-get install {package}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,6 +387,14 @@ mod tests {
         }
         let g = b"hello world, not zstd";
         assert!(zstd_content_size(Cursor::new(g), g.len() as u64).is_err());
+    }
+
+    #[test]
+    fn xz_list_totals() {
+        // `xz --robot --list` of a 64 MiB image (xz 5.4, Debian 12).
+        let text = "name\tnixos.img.xz\nfile\t1\t1\t9637416\t67108864\t0.144\tCRC64\t0\ntotals\t1\t1\t9637416\t67108864\t0.144\tCRC64\t0\t1\n";
+        assert_eq!(parse_xz_list(text), Some(67_108_864));
+        assert_eq!(parse_xz_list(""), None);
     }
 
     #[test]

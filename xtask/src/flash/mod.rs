@@ -1,10 +1,14 @@
-//! Writing SD cards: which devices are safe ([`device`]), what the image is
-//! ([`image`]), streaming and verifying ([`write`]), and a NixOS-shaped test
-//! image for tests and the benchmark ([`testimage`]).
+//! Writing SD cards: which devices are safe ([`device`], facts from
+//! [`sysfs`]), what the image is ([`image`], a host's: [`host`]), reading and
+//! checking it ([`source`]), streaming and verifying ([`write`]), and a
+//! NixOS-shaped test image for tests and the benchmark ([`testimage`]).
 
 pub mod device;
+pub mod host;
 pub mod image;
 pub mod progress;
+pub mod source;
 pub mod sys;
+pub mod sysfs;
 pub mod testimage;
 pub mod write;

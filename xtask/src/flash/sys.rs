@@ -155,3 +155,43 @@ const BLKFLSBUF: libc::c_ulong = 0x1261;
 pub fn drop_cache(f: &File) {
     unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF, 0) };
 }
+
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4c05;
+
+/// `struct loop_info64` of `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// What a loop device is backed by, from the kernel (`LOOP_GET_STATUS64`):
+/// the backing file's `st_dev`, `st_ino` and `st_rdev` (non-zero when the
+/// backing is a block device). Right even when `loop/backing_file` is stale.
+pub fn loop_status(path: &Path) -> io::Result<(u64, u64, u64)> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(f.as_raw_fd(), LOOP_GET_STATUS64, &mut info) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.lo_device, info.lo_inode, info.lo_rdevice))
+}
+
+/// `(major, minor)` of an encoded device number (`st_dev`, `st_rdev`).
+pub fn split_dev(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::image::{self, Image};
+use super::image::Image;
 use super::progress::Progress;
+use super::source::{self, Source};
 use super::sys::{self, AlignedBuf};
 
 /// Bytes per write and per read-back.
@@ -39,11 +40,13 @@ pub struct Written {
     pub time: Duration,
 }
 
-type Chunk = io::Result<(AlignedBuf, usize)>;
+type Chunk = Result<(AlignedBuf, usize)>;
 
 /// Decompresses on its own thread into recycled aligned buffers. A chunk
-/// shorter than CHUNK is the last one.
-fn spawn_decoder(mut src: Box<dyn Read + Send>) -> (Receiver<Chunk>, SyncSender<AlignedBuf>) {
+/// shorter than CHUNK is the last one; it is sent only after the source's
+/// checks passed ([`Source::finish`]: decoder exit, sha256), so a failed
+/// check arrives before the writer could write the first MiB.
+fn spawn_decoder(mut src: Source) -> (Receiver<Chunk>, SyncSender<AlignedBuf>) {
     let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
     for _ in 0..BUFFERS {
         free_tx
@@ -52,23 +55,32 @@ fn spawn_decoder(mut src: Box<dyn Read + Send>) -> (Receiver<Chunk>, SyncSender<
     }
     let (tx, rx) = sync_channel::<Chunk>(BUFFERS);
     thread::spawn(move || {
+        let mut total: u64 = 0;
         while let Ok(mut buf) = free_rx.recv() {
             if sys::interrupted() {
                 return;
             }
             let mut n = 0;
             while n < CHUNK {
-                match src.read(&mut buf[n..]) {
+                match src.data.read(&mut buf[n..]) {
                     Ok(0) => break,
                     Ok(k) => n += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(anyhow!(
+                            "the image is corrupt or truncated after {} bytes of data ({e}): rebuild or download it again",
+                            total + n as u64
+                        )));
                         return;
                     }
                 }
             }
+            total += n as u64;
             let last = n < CHUNK;
+            if last && let Err(e) = src.finish() {
+                let _ = tx.send(Err(e));
+                return;
+            }
             if tx.send(Ok((buf, n))).is_err() || last {
                 return;
             }
@@ -134,6 +146,27 @@ impl Target {
     }
 }
 
+/// The device has no room left (ENOSPC), or ended (a write of 0 bytes).
+fn is_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::WriteZero
+}
+
+fn write_error(t: &Target, at: u64, e: io::Error) -> anyhow::Error {
+    if is_full(&e) {
+        anyhow!(
+            "writing {} failed at byte {at}: no space left on the device ({e}): the card is full or smaller than it claims; use a larger card (one that holds less than its size says is fake); {}",
+            t.path,
+            t.incomplete()
+        )
+    } else {
+        anyhow!(
+            "writing {} failed at byte {at} ({e}): was the card removed? {}",
+            t.path,
+            t.incomplete()
+        )
+    }
+}
+
 fn interrupted_error(t: &Target) -> anyhow::Error {
     anyhow!("interrupted: {}", t.incomplete())
 }
@@ -141,15 +174,14 @@ fn interrupted_error(t: &Target) -> anyhow::Error {
 /// Streams the image onto the device. Nothing is reported as done unless
 /// every byte decoded cleanly, was written, and reached the device.
 pub fn write(t: &Target, img: &Image) -> Result<Written> {
-    let (src, child) = image::reader(img)?;
-    let (rx, free) = spawn_decoder(src);
+    let (rx, free) = spawn_decoder(source::reader(img)?);
     let start = Instant::now();
     let mut progress = Progress::new("write", img.size);
     // Blank the old partition table first: until the very end the card boots nothing.
     let blank = AlignedBuf::new(HEAD);
     let blank_len = (HEAD as u64).min(t.size) as usize;
     t.write_at(&blank[..blank_len], 0)
-        .map_err(|e| anyhow!("cannot write to {}: {e}", t.path))?;
+        .map_err(|e| write_error(t, 0, e))?;
     let mut head = AlignedBuf::new(HEAD);
     let mut head_len = 0;
     let mut off: u64 = 0;
@@ -160,12 +192,9 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
         }
         let (buf, n) = match rx.recv() {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => bail!(
-                "the image is corrupt or truncated after {} bytes of data ({e}): {}; rebuild or download the image again",
-                off,
-                t.incomplete()
-            ),
-            Err(_) if sys::interrupted() => return Err(interrupted_error(t)),
+            // Ctrl-C also stops an external decompressor: report the interruption, not its failure.
+            Ok(Err(_)) | Err(_) if sys::interrupted() => return Err(interrupted_error(t)),
+            Ok(Err(e)) => bail!("{e}; {}", t.incomplete()),
             Err(_) => bail!("the decompressor stopped unexpectedly: {}", t.incomplete()),
         };
         if sys::interrupted() {
@@ -190,14 +219,8 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
             from = h;
         }
         if from < n {
-            t.write_at(&buf[from..n], off + from as u64).map_err(|e| {
-                anyhow!(
-                    "writing {} failed at byte {} ({e}): was the card removed? {}",
-                    t.path,
-                    off + from as u64,
-                    t.incomplete()
-                )
-            })?;
+            t.write_at(&buf[from..n], off + from as u64)
+                .map_err(|e| write_error(t, off + from as u64, e))?;
         }
         off += n as u64;
         progress.update(off);
@@ -207,31 +230,21 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
             break;
         }
     }
-    // Ctrl-C also stops an external decompressor: report the interruption, not its failure.
     if sys::interrupted() {
         return Err(interrupted_error(t));
-    }
-    if let Some(mut c) = child {
-        let status = c.wait()?;
-        if !status.success() {
-            bail!(
-                "the decompressor failed ({status}): the image is corrupt; {}",
-                t.incomplete()
-            );
-        }
     }
     if off == 0 {
         bail!("the image is empty: nothing to write");
     }
-    t.write_at(&head[..head_len], 0).map_err(|e| {
-        anyhow!(
-            "writing the first MiB of {} failed ({e}): {}",
-            t.path,
-            t.incomplete()
-        )
+    t.write_at(&head[..head_len], 0)
+        .map_err(|e| write_error(t, 0, e))?;
+    sys::flush(&t.file).map_err(|e| {
+        if is_full(&e) {
+            write_error(t, off, e)
+        } else {
+            anyhow!("flushing {} failed ({e}): {}", t.path, t.incomplete())
+        }
     })?;
-    sys::flush(&t.file)
-        .map_err(|e| anyhow!("flushing {} failed ({e}): {}", t.path, t.incomplete()))?;
     progress.finish(off);
     Ok(Written {
         bytes: off,
@@ -310,11 +323,10 @@ fn mismatch(t: &Target, at: u64) -> String {
 
 /// The first offset in `[off, off+len)` where the device differs from the image.
 fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64> {
-    let (src, _child) = image::reader(img)?;
-    let mut src = src;
-    io::copy(&mut (&mut src).take(off), &mut io::sink())?;
+    let mut src = source::reader(img)?;
+    io::copy(&mut (&mut src.data).take(off), &mut io::sink())?;
     let mut want = vec![0u8; len];
-    src.read_exact(&mut want)?;
+    src.data.read_exact(&mut want)?;
     let mut got = AlignedBuf::new(CHUNK);
     t.read_at(&mut got[..len], off)?;
     Ok(off
@@ -327,8 +339,7 @@ fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64
 
 /// Compares a device with an image, byte for byte (`--verify-only`).
 pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> {
-    let (src, _child) = image::reader(img)?;
-    let (rx, free) = spawn_decoder(src);
+    let (rx, free) = spawn_decoder(source::reader(img)?);
     sys::drop_cache(&t.file);
     let mut progress = Progress::new("verify", img.size);
     let mut got = AlignedBuf::new(CHUNK);
@@ -339,10 +350,14 @@ pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> 
         }
         let (buf, n) = match rx.recv() {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => bail!(
-                "the image is corrupt or truncated after {off} bytes of data ({e}): rebuild or download it again"
+            Ok(Err(_)) | Err(_) if sys::interrupted() => {
+                bail!("interrupted: {} was not fully verified", t.path)
+            }
+            Ok(Err(e)) => bail!("{e}: {} was not verified", t.path),
+            Err(_) => bail!(
+                "the decompressor stopped unexpectedly: {} was not verified",
+                t.path
             ),
-            Err(_) => bail!("interrupted: {} was not fully verified", t.path),
         };
         if off + n as u64 > t.size {
             bail!(
@@ -358,6 +373,14 @@ pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> 
             )
         })?;
         if buf[..n] != got[..n] {
+            source::recheck(img).map_err(|e| anyhow!("{e:#}: {} was not verified", t.path))?;
+            let head = n.min(HEAD);
+            if off == 0 && got[..head].iter().all(|b| *b == 0) && buf[..head] != got[..head] {
+                bail!(
+                    "{} does not hold the image: its first MiB is blank, the sign of an earlier `cargo xtask flash` that did not finish (it writes the first MiB last) or of a card never written; flash it again",
+                    t.path
+                );
+            }
             let at = off
                 + buf[..n]
                     .iter()

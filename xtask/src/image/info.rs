@@ -48,11 +48,36 @@ impl ImageInfo {
     }
 }
 
-/// The record of the image built for `host` at its usual place, if any.
+/// The record of the image built for `host` at its usual place, if any
+/// (`None` also when it cannot be read: see [`load`]).
 pub fn read(root: &Path, host: &str) -> Option<ImageInfo> {
+    load(root, host).ok().flatten()
+}
+
+/// The record of the image built for `host`: `Ok(None)` when there is none,
+/// an error saying what is wrong when it cannot be read or parsed.
+pub fn load(root: &Path, host: &str) -> Result<Option<ImageInfo>> {
     let path = inventory::image_info_path(root, host);
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let info =
+        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))?;
+    Ok(Some(info))
+}
+
+impl ImageInfo {
+    /// Fails unless both checksums are sha256 hex digests (what `flash` checks against).
+    pub fn check_sums(&self) -> Result<()> {
+        for (name, v) in [("sha256", &self.sha256), ("raw_sha256", &self.raw_sha256)] {
+            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("its {name} {v:?} is not a sha256 (64 hex digits)");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes the record atomically (temp file, then rename).
@@ -82,6 +107,25 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_597_200), "2026-11-25T09:00:00Z");
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        let good = format!(
+            r#"{{"host":"a","commit":null,"dirty":null,"sha256":"{h}","size":1,"raw_sha256":"{h}","raw_size":2,"built":"x","store_path":"/nix/store/x","wifi":null}}"#,
+            h = "ab".repeat(32)
+        );
+        let parse = |t: &str| -> Result<ImageInfo> {
+            let info: ImageInfo = serde_json::from_str(t)?;
+            info.check_sums()?;
+            Ok(info)
+        };
+        assert_eq!(parse(&good).unwrap().size, 1);
+        let short = good.replacen(&"ab".repeat(32), "00", 1);
+        let e = parse(&short).unwrap_err().to_string();
+        assert!(e.contains("its sha256 \"00\" is not a sha256"), "{e}");
+        assert!(parse(&good[..good.len() / 2]).is_err());
+        assert!(parse(&good.replace(r#""size":1"#, r#""size":"1""#)).is_err());
     }
 
     #[test]

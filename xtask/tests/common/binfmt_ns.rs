@@ -19,8 +19,10 @@
 //!
 //! The parent (root) writes a full identity map (`0 0 65536`) for users and
 //! groups, so root inside is root outside for files: real `nix` runs as a
-//! single-user install on the machine's store and can chown, and the real
-//! `qemu-user-static` serves as interpreter. The machine's own binfmt
+//! single-user install and can chown, and the real `qemu-user-static`
+//! serves as interpreter. The Nix is the test's private current one
+//! (`nixenv.rs`): its store is the test's private `/nix`, which the
+//! namespace inherits; its cache is under the private HOME. The machine's own binfmt
 //! registrations and `/etc` are never touched; everything vanishes when the
 //! command ends.
 //!
@@ -68,6 +70,7 @@ if [ -n "$BINFMT_NS_REGISTER" ]; then
   printf '%s' "$BINFMT_NS_REGISTER" > /proc/sys/fs/binfmt_misc/register
 fi
 if [ -n "$BINFMT_NS_DAEMON" ]; then
+  mkdir -p /nix/var/nix/daemon-socket
   mount -t tmpfs -o mode=0770 tmpfs /nix/var/nix/daemon-socket
   chgrp nix-users /nix/var/nix/daemon-socket
   nix-daemon --daemon >"$HOME/nix-daemon.log" 2>&1 &
@@ -101,7 +104,6 @@ pub const AS_NOBODY_OUTSIDE_NIX_USERS: &str =
 pub fn missing_for_daemon() -> Option<String> {
     missing()
         .or_else(|| super::need_program("setpriv", "util-linux"))
-        .or_else(|| super::need_program("nix-daemon", "nix-bin"))
         .or_else(|| {
             let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
             (!group.lines().any(|l| l.starts_with("nix-users:")))
@@ -130,8 +132,7 @@ pub fn missing() -> Option<String> {
             "{QEMU} is missing (apt-get install qemu-user-static)"
         ));
     }
-    super::need_program("unshare", "util-linux")
-        .or_else(|| super::need_program("nix-build", "nix-bin"))
+    super::need_program("unshare", "util-linux").or_else(super::need_nix)
 }
 
 /// A namespace to be: what is registered and what nix.conf says.
@@ -215,12 +216,17 @@ impl BinfmtNs {
             "BINFMT_NS_PACKAGE_RULE",
             self.package_rule.as_deref().unwrap_or(""),
         )
-        .env_remove("NIX_CONF_DIR")
-        .env_remove("NIX_CONFIG")
-        .env_remove("NIX_REMOTE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("NIX_CONFIG");
+        // The test's current Nix and private store, but /etc/nix/nix.conf
+        // is the namespace's (what setup-binfmt reads and fixes).
+        if let Some(v) = super::nix_vars() {
+            v.apply(&mut cmd);
+        }
+        cmd.env_remove("NIX_CONF_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("cannot run unshare");
         let pid = child.id();
         // Wait until unshare has made the user namespace, then map ids.

@@ -1,8 +1,8 @@
 //! Fake Pis: real systemd, real sshd, real Nix on this machine.
 //!
-//! One Debian root (debootstrap, minbase + systemd + openssh-server + dbus,
-//! then nix-bin) is made once and cached under the cargo target dir. Each
-//! fake Pi boots it with `systemd-nspawn --boot --volatile=overlay` (the
+//! The Debian 13 root of `nixenv.rs` (debootstrap, minbase + systemd +
+//! openssh-server + dbus, then nix-bin 2.26), made once and cached under
+//! the cargo target dir, is their system too. Each fake Pi boots it with `systemd-nspawn --boot --volatile=overlay` (the
 //! root is shared read-only, changes go to a tmpfs), with its own `/nix`
 //! bind-mounted from a per-Pi folder, and its own sshd on a loopback port
 //! with a generated host key (the container shares the host's network).
@@ -22,30 +22,17 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Debian mirror for the fake Pis' root (override with FAKEPI_MIRROR).
-pub const MIRROR: &str = "http://deb.debian.org/debian";
-
-static BASE: Mutex<()> = Mutex::new(());
+use super::nixenv;
 
 /// Why fake Pis cannot run here, if they cannot.
 pub fn missing() -> Option<String> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
-        });
-    if uid.as_deref() != Some("0") {
-        return Some("fake Pis need root (systemd-nspawn)".into());
+    if let Some(why) = nixenv::missing() {
+        return Some(why);
     }
     for (prog, pkg) in [
         ("systemd-nspawn", "systemd-container"),
-        ("debootstrap", "debootstrap"),
-        ("nix", "nix-bin"),
         ("ssh", "openssh-client"),
         ("ssh-keygen", "openssh-client"),
     ] {
@@ -79,38 +66,34 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
     Ok(out)
 }
 
-/// The shared Debian root, made on first use and cached in `cache`.
+/// The fake Pis' shared root: the tests' trixie root (`nixenv.rs`, with
+/// systemd, sshd and Nix 2.26), made NixOS-like once, under the same lock.
 pub fn base(cache: &Path) -> Result<PathBuf, String> {
-    let _g = BASE.lock().unwrap_or_else(|e| e.into_inner());
-    let root = cache.join("fakepi-bookworm");
-    if root.join(".ready").exists() {
+    base_of(cache, nixenv::SUITE)
+}
+
+/// A fake Pi root of another Debian suite (another Nix version), for
+/// [`Fleet::boot_from`].
+pub fn base_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
+    let root = nixenv::root_of(cache, suite)?;
+    if root.join(".fakepi-ready").exists() {
         return Ok(root);
     }
-    let tmp = cache.join(format!("fakepi-bookworm.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(cache).map_err(|e| e.to_string())?;
-    let mirror = std::env::var("FAKEPI_MIRROR").unwrap_or_else(|_| MIRROR.into());
-    eprintln!("fakepi: debootstrap of the shared Debian root (about a minute, once)");
-    run(Command::new("debootstrap")
-        .args([
-            "--variant=minbase",
-            "--include=systemd,systemd-sysv,openssh-server,dbus",
-            "bookworm",
-        ])
-        .arg(&tmp)
-        .arg(&mirror))?;
-    // debootstrap's --include cannot resolve nix-bin's dependencies.
-    run(Command::new("chroot").arg(&tmp).args([
-        "sh",
-        "-c",
-        "apt-get install -y -qq --no-install-recommends nix-bin && apt-get clean",
-    ]))?;
+    nixenv::locked(&nixenv::cache_dir(cache), || {
+        if !root.join(".fakepi-ready").exists() {
+            fakepi_layer(&root)?;
+        }
+        Ok(root.clone())
+    })
+}
+
+fn fakepi_layer(root: &Path) -> Result<(), String> {
     let w = |rel: &str, text: &str| -> Result<(), String> {
-        let p = tmp.join(rel);
+        let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).map_err(|e| e.to_string())?;
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
     };
-    for e in std::fs::read_dir(tmp.join("etc/ssh")).map_err(|e| e.to_string())? {
+    for e in std::fs::read_dir(root.join("etc/ssh")).map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
         if e.file_name().to_string_lossy().starts_with("ssh_host_") {
             std::fs::remove_file(e.path()).map_err(|e| e.to_string())?;
@@ -127,22 +110,19 @@ pub fn base(cache: &Path) -> Result<PathBuf, String> {
     )?;
     run(Command::new("chmod")
         .arg("+x")
-        .arg(tmp.join("usr/local/sbin/fakepi-boot")))?;
+        .arg(root.join("usr/local/sbin/fakepi-boot")))?;
     w(
         "etc/systemd/system/fakepi-boot.service",
         "[Unit]\nDescription=Activate the system profile (as NixOS does at boot)\nBefore=ssh.service\n\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/fakepi-boot\n\n[Install]\nWantedBy=multi-user.target\n",
     )?;
-    std::fs::create_dir_all(tmp.join("etc/systemd/system/multi-user.target.wants"))
+    std::fs::create_dir_all(root.join("etc/systemd/system/multi-user.target.wants"))
         .map_err(|e| e.to_string())?;
     let _ = std::os::unix::fs::symlink(
         "/etc/systemd/system/fakepi-boot.service",
-        tmp.join("etc/systemd/system/multi-user.target.wants/fakepi-boot.service"),
+        root.join("etc/systemd/system/multi-user.target.wants/fakepi-boot.service"),
     );
-    std::fs::create_dir_all(tmp.join("nix")).map_err(|e| e.to_string())?;
-    w(".ready", "")?;
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&tmp, &root).map_err(|e| e.to_string())?;
-    Ok(root)
+    std::fs::create_dir_all(root.join("nix")).map_err(|e| e.to_string())?;
+    w(".fakepi-ready", "")
 }
 
 /// A free loopback TCP port.
@@ -358,6 +338,8 @@ pub const FLAKE: &str = r##"{
 pub struct Pi {
     pub name: String,
     pub port: u16,
+    /// Its root, when not the fleet's (another Nix version).
+    pub root: Option<PathBuf>,
     /// Booted without systemd: sshd alone under a stub init.
     pub plain: bool,
     dir: PathBuf,
@@ -375,12 +357,23 @@ pub struct Fleet {
     tmp: TempDir,
     base: PathBuf,
     pub pis: Vec<Pi>,
+    /// The workstation's private Nix (this thread's, see `nixenv.rs`).
+    pub nix: Option<nixenv::Vars>,
 }
 
 impl Fleet {
     /// A repository listing `names` (each on its own free port, 127.0.0.1),
-    /// every host at `Spec::version("0")`. Nothing boots yet.
+    /// every host at `Spec::version("0")`. Nothing boots yet. The calling
+    /// thread gets its private Nix (`nixenv::enter`) when `base` is the
+    /// root from [`base`] (else no Pi can boot, and only the thread's own
+    /// private Nix, if any, is used).
     pub fn new(base: &Path, names: &[&str]) -> Fleet {
+        let nix = nixenv::current().or_else(|| {
+            let cache = base
+                .parent()
+                .filter(|_| base.join(".fakepi-ready").exists())?;
+            Some(nixenv::enter(cache).unwrap_or_else(|e| panic!("no private Nix: {e}")))
+        });
         let tmp = TempDir::new("fakepi");
         let repo = tmp.0.join("repo");
         let work = tmp.0.join("work");
@@ -408,12 +401,14 @@ impl Fleet {
             tmp,
             base: base.to_path_buf(),
             pis: Vec::new(),
+            nix,
         };
         for n in names {
             let port = free_port();
             fleet.pis.push(Pi {
                 name: n.to_string(),
                 port,
+                root: None,
                 plain: false,
                 dir: fleet.tmp.0.join("pis").join(n),
                 child: None,
@@ -432,15 +427,27 @@ impl Fleet {
         self.tmp.0.join("work")
     }
 
-    /// Environment for the xtask: our ssh_config, no binary caches (offline).
+    /// Environment for the xtask: our ssh_config, the private Nix (no
+    /// binary caches: offline).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "PI_NIXOS_SSH_CONFIG".into(),
-                self.work().join("ssh_config").display().to_string(),
-            ),
-            ("NIX_CONFIG".into(), "substituters =".into()),
-        ]
+        let mut env = vec![(
+            "PI_NIXOS_SSH_CONFIG".to_string(),
+            self.work().join("ssh_config").display().to_string(),
+        )];
+        for (k, v) in self.nix.iter().flat_map(|n| &n.set) {
+            env.push((k.clone(), v.to_string_lossy().into_owned()));
+        }
+        env
+    }
+
+    /// `nix` (or another Nix command) with the workstation's private Nix:
+    /// tests run Nix here through it (or `common::command`), never plain.
+    pub fn nix_cmd(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(n) = &self.nix {
+            n.apply(&mut cmd);
+        }
+        cmd
     }
 
     fn write_inventory(&self) {
@@ -496,9 +503,9 @@ impl Fleet {
 
     /// Builds a host's current system here (what a deploy would install).
     pub fn build(&self, name: &str) -> String {
-        let out = run(Command::new("nix")
+        let out = run(self
+            .nix_cmd("nix")
             .args(["--extra-experimental-features", "nix-command flakes"])
-            .env("NIX_CONFIG", "substituters =")
             .args(["build", "--no-link", "--json"])
             .arg(format!(
                 "{}#nixosConfigurations.{name}.config.system.build.toplevel",
@@ -527,8 +534,11 @@ impl Fleet {
 
     /// Starts a fake Pi's container (not waiting for it).
     pub fn start(&mut self, name: &str) {
-        let base = self.base.clone();
         let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        let base = self.pis[i]
+            .root
+            .clone()
+            .unwrap_or_else(|| self.base.clone());
         let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir_all(dir.join("nix")).unwrap();
@@ -562,6 +572,11 @@ impl Fleet {
             nspawn.arg("--as-pid2");
         } else {
             nspawn.arg("--boot");
+        }
+        if self.pis[i].root.is_some() {
+            // A newer systemd (258 on) refuses the legacy cgroup hierarchy
+            // that this nspawn would give it on a hybrid host.
+            nspawn.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1");
         }
         nspawn
             .arg("--directory")
@@ -597,6 +612,13 @@ impl Fleet {
         self.pis[i].child = Some(child);
     }
 
+    /// Makes a fake Pi boot another root (from [`base_of`]: another Debian
+    /// release, so another Nix version) before it starts.
+    pub fn boot_from(&mut self, name: &str, root: &Path) {
+        let i = self.pis.iter().position(|p| p.name == name).unwrap();
+        self.pis[i].root = Some(root.to_path_buf());
+    }
+
     /// Makes a fake Pi boot without systemd (before it starts): sshd alone,
     /// no /run/systemd/system, as in a plain mount namespace.
     pub fn without_systemd(&mut self, name: &str) {
@@ -611,6 +633,8 @@ impl Fleet {
             let ready =
                 "[ -d /run/systemd/system ] && systemctl is-system-running --wait >/dev/null; true";
             if self.ssh_try(name, ready).is_ok() {
+                let v = self.ssh(name, "nix --version");
+                nixenv::report_version("fake Pi", &v);
                 return;
             }
             let i = self.pis.iter().position(|p| p.name == name).unwrap();
@@ -633,9 +657,9 @@ impl Fleet {
     pub fn install(&self, name: &str) {
         let path = self.build(name);
         let p = self.pi(name);
-        run(Command::new("nix")
+        run(self
+            .nix_cmd("nix")
             .args(["--extra-experimental-features", "nix-command flakes"])
-            .env("NIX_CONFIG", "substituters =")
             .env("NIX_SSHOPTS", self.ssh_opts(p.port).join(" "))
             .args(["copy", "--to", "ssh://root@127.0.0.1"])
             .arg(&path))

@@ -43,11 +43,12 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A loop device over a sparse file, with partition scanning on.
+/// A loop device over a sparse file (or another device), with partition
+/// scanning on.
 pub struct LoopDev {
     pub path: String,
     pub backing: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl LoopDev {
@@ -72,7 +73,70 @@ impl LoopDev {
         LoopDev {
             path,
             backing,
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A loop device stacked on `backing`: a block device (a card, one of
+    /// its partitions) or a file.
+    pub fn over(backing: &str) -> LoopDev {
+        let path = run(Command::new("losetup").args(["--find", "--show", backing]));
+        LoopDev {
+            path,
+            backing: PathBuf::from(backing),
+            _dir: None,
+        }
+    }
+
+    /// A loop device over a 1 MiB file on the filesystem of `partition`,
+    /// the file then deleted, so `loop/backing_file` names no file any more
+    /// (`... (deleted)`). The filesystem is mounted in a private mount
+    /// namespace that ends at once: the loop device alone keeps it alive.
+    /// Its writes are synced before this returns; the card changes again
+    /// only when the loop device is detached (the file's blocks are freed).
+    pub fn over_deleted_file_on(partition: &str) -> LoopDev {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "set -e; mount -o noatime {partition} '{d}'; truncate -s 1M '{d}/stacked.img'; losetup --find --show '{d}/stacked.img'; rm '{d}/stacked.img'; sync -f '{d}'",
+            d = dir.path().display()
+        );
+        let path = run(Command::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]));
+        LoopDev {
+            path,
+            backing: dir.path().join("stacked.img"),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A `mib` MiB device whose sparse backing file lives on a tmpfs of only
+    /// `room_mib` MiB, so writes past that fail with ENOSPC. The tmpfs is
+    /// mounted in a private mount namespace that ends at once; the loop device
+    /// keeps it alive until it is detached, and nothing is mounted on the machine.
+    pub fn short_of_space(mib: u64, room_mib: u64) -> LoopDev {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "set -e; mount -t tmpfs -o size={room_mib}m flash-test '{d}'; truncate -s {mib}M '{d}/card.img'; losetup --find --show '{d}/card.img'",
+            d = dir.path().display()
+        );
+        let path = run(Command::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]));
+        LoopDev {
+            path,
+            backing: dir.path().join("card.img"),
+            _dir: Some(dir),
         }
     }
 

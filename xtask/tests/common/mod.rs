@@ -13,10 +13,73 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `cargo xtask` acting on the fleet at `flake`.
+/// `cargo xtask` acting on the fleet at `flake`, with the test's private
+/// current Nix (see [`nixenv`]).
 pub fn xtask(flake: &Path) -> Command {
     let mut cmd = Command::cargo_bin("xtask").unwrap();
     cmd.arg("--flake").arg(flake);
+    with_nix(&mut cmd);
+    cmd
+}
+
+/// Where harnesses cache what they make once (the trixie root, images).
+pub fn cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Gives this test its private current Nix (a private /nix, conf and
+/// cache, Debian 13's Nix first on PATH); `None` when it has it, else the
+/// reason. Every test that runs Nix starts with it (through
+/// [`prerequisite`]); [`xtask`] and the other harnesses then use it.
+pub fn need_nix() -> Option<String> {
+    nixenv::enter(&cache()).err()
+}
+
+/// The test's private Nix, entered on first use. Under CI it must exist;
+/// elsewhere a test that needs Nix skips through [`need_nix`].
+pub fn nix_vars() -> Option<nixenv::Vars> {
+    match nixenv::enter(&cache()) {
+        Ok(v) => Some(v),
+        Err(why) if in_ci() => panic!("prerequisite missing under CI=true: {why}"),
+        Err(_) => None,
+    }
+}
+
+/// Sets the test's private Nix on an assert_cmd command.
+pub fn with_nix(cmd: &mut Command) {
+    if let Some(v) = nix_vars() {
+        for k in nixenv::Vars::REMOVE {
+            cmd.env_remove(k);
+        }
+        for (k, val) in &v.set {
+            cmd.env(k, val);
+        }
+    }
+}
+
+/// `cargo xtask` with the machine's own Nix first on PATH (Debian 12's 2.8
+/// on CI), still on the test's private store: for the tests that prove the
+/// xtask refuses a Nix that is too old. Prints that Nix's version once.
+pub fn xtask_with_machine_nix(flake: &Path) -> Command {
+    let mut cmd = xtask(flake);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    if let Ok(out) = std::process::Command::new("nix").arg("--version").output() {
+        nixenv::report_version(
+            "workstation (the machine's own Nix)",
+            &String::from_utf8_lossy(&out.stdout),
+        );
+    }
+    cmd
+}
+
+/// A std command for `program` with the test's private Nix.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    if let Some(v) = nix_vars() {
+        v.apply(&mut cmd);
+    }
     cmd
 }
 
@@ -93,4 +156,5 @@ pub fn copy(from: &Path, to: &Path) {
 pub mod binfmt_ns;
 pub mod fakepi;
 pub mod loopdev;
+pub mod nixenv;
 pub mod sd_fixture;
