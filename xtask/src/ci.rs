@@ -161,9 +161,9 @@ pub fn substituter_note(s: &FleetSettings, config: &BTreeMap<String, String>) ->
             .map(|v| v.split_whitespace().collect())
             .unwrap_or_default()
     };
-    let trimmed = |u: &&str| u.trim_end_matches('/') == url;
-    let has_url = words("substituters").iter().any(|u| trimmed(u))
-        || words("extra-substituters").iter().any(|u| trimmed(u));
+    let same = |u: &&str| u.trim_end_matches('/') == url;
+    let has_url =
+        words("substituters").iter().any(same) || words("extra-substituters").iter().any(same);
     let has_key = words("trusted-public-keys").contains(&key)
         || words("extra-trusted-public-keys").contains(&key);
     if has_url && has_key {
