@@ -356,3 +356,43 @@ fn check_notes_a_cache_the_workstation_does_not_use() {
     let fixed = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(!fixed.contains("note: the binary cache"), "{fixed}");
 }
+
+/// `apps/<name>/Dockerfile` is the images workflow's matrix; a folder
+/// without a Dockerfile is not an image, a name GHCR refuses is refused.
+#[test]
+fn app_images_come_from_the_apps_folder() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let apps = |root: &Path| -> serde_json::Value {
+        let out = xtask(root).args(["ci", "apps"]).assert().success();
+        serde_json::from_slice(&out.get_output().stdout).unwrap()
+    };
+    assert_eq!(apps(root), serde_json::json!({"include": []}));
+    for (dir, dockerfile) in [("web", true), ("notes", false), ("backup-2", true)] {
+        fs::create_dir_all(root.join("apps").join(dir)).unwrap();
+        if dockerfile {
+            fs::write(
+                root.join("apps").join(dir).join("Dockerfile"),
+                "FROM scratch\n",
+            )
+            .unwrap();
+        }
+    }
+    assert_eq!(
+        apps(root),
+        serde_json::json!({"include": [{"app": "backup-2"}, {"app": "web"}]})
+    );
+    fs::create_dir_all(root.join("apps/Web2")).unwrap();
+    fs::write(root.join("apps/Web2/Dockerfile"), "FROM scratch\n").unwrap();
+    xtask(root)
+        .args(["ci", "apps"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "apps/Web2: an image name is lowercase",
+        ));
+    let wf = fs::read_to_string(repo_root().join(WORKFLOWS).join("images.yml")).unwrap();
+    assert!(wf.contains("cargo xtask ci apps"));
+    assert!(wf.contains("context: apps/${{ matrix.app }}"));
+    assert!(wf.contains("cargo xtask pin --update"));
+}
