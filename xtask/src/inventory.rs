@@ -30,7 +30,7 @@ pub const HOST_KEYS: &[&str] = &[
     "dns",
 ];
 /// The keys the `[fleet]` table (settings of the whole fleet) may have.
-pub const FLEET_KEYS: &[&str] = &["wifi_country"];
+pub const FLEET_KEYS: &[&str] = &["wifi_country", "cache", "cache_key"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -169,6 +169,11 @@ pub struct FleetSettings {
     /// Wi-Fi regulatory domain (ISO 3166-1 alpha-2), written as
     /// wpa_supplicant's `country=`; required when a host has `wifi`.
     pub wifi_country: Option<String>,
+    /// The binary cache CI pushes the hosts' systems to (its substituter
+    /// URL), and its public key: written once here, read by the workflows
+    /// (`cargo xtask ci cache`), the Pis and `check`.
+    pub cache: Option<String>,
+    pub cache_key: Option<String>,
 }
 
 /// One thing wrong with the fleet definition.
@@ -383,6 +388,7 @@ pub fn parse_fleet(text: &str) -> (Vec<Host>, FleetSettings, Vec<Problem>) {
     }
     problems.extend(check_unique(&hosts));
     problems.extend(check_wifi_country(&hosts, &settings, country_line));
+    problems.extend(crate::ci::cache_pair_problems(text, &settings));
     problems.sort_by_key(|p| p.line);
     (hosts, settings, problems)
 }
@@ -399,6 +405,10 @@ fn parse_settings(
     for (key, value) in t.iter() {
         let k = key.get_ref().as_ref();
         let line = line_of(text, value.span().start);
+        if k == "cache" || k == "cache_key" {
+            parse_cache_setting(k, line, value.get_ref(), settings, problems);
+            continue;
+        }
         if k != "wifi_country" {
             problems.push(Problem::new(
                 f,
@@ -431,6 +441,52 @@ fn parse_settings(
         }
     }
     country_line
+}
+
+/// `cache = "https://…"` (a substituter URL) or `cache_key = "name:base64"`.
+fn parse_cache_setting(
+    k: &str,
+    line: usize,
+    value: &DeValue<'_>,
+    settings: &mut FleetSettings,
+    problems: &mut Vec<Problem>,
+) {
+    let example = if k == "cache" {
+        "write e.g. `cache = \"https://my-fleet.cachix.org\"` (Cachix) or `cache = \"https://attic.example.org/my-fleet\"` (Attic)"
+    } else {
+        "write the cache's public key, e.g. `cache_key = \"my-fleet.cachix.org-1:…=\"`"
+    };
+    let Some(v) = value.as_str() else {
+        problems.push(Problem::new(
+            INVENTORY,
+            line,
+            format!("`{k}` must be a string, not {}", value.type_str()),
+            example,
+        ));
+        return;
+    };
+    let ok = if k == "cache" {
+        crate::ci::cache_url_ok(v)
+    } else {
+        crate::ci::cache_key_ok(v)
+    };
+    if !ok {
+        problems.push(Problem::new(
+            INVENTORY,
+            line,
+            format!(
+                "`{k} = \"{v}\"` is not a valid binary cache {}",
+                if k == "cache" { "URL" } else { "public key" }
+            ),
+            example,
+        ));
+        return;
+    }
+    if k == "cache" {
+        settings.cache = Some(v.to_string());
+    } else {
+        settings.cache_key = Some(v.to_string());
+    }
 }
 
 /// A Wi-Fi host needs the fleet's regulatory domain.

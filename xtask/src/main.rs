@@ -4,6 +4,7 @@
 mod binfmt;
 mod brokenpipe;
 mod capture;
+mod ci;
 mod cmd;
 mod container_pins;
 mod containers;
@@ -69,6 +70,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
+    /// What the GitHub workflows read: the host matrix, the app images, the binary cache
+    Ci(cmd::ci::Args),
 }
 
 fn main() {
@@ -102,5 +105,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Status(args) => cmd::status::run(&root()?, args),
         Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Ci(args) => cmd::ci::run(&root()?, args),
     }
 }

@@ -3,6 +3,7 @@
 pub mod add_key;
 pub mod bench;
 pub mod check;
+pub mod ci;
 pub mod completions;
 pub mod deploy;
 pub mod flash;
