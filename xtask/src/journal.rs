@@ -124,10 +124,14 @@ mod tests {
             .iter()
             .filter_map(|l| parse(0, l))
             .collect();
-        let b: Vec<Entry> = [e(1, 5, "b1"), e(1, 3_600_000_001, "b2"), e(1, 9_000_000_000, "b3")]
-            .iter()
-            .filter_map(|l| parse(1, l))
-            .collect();
+        let b: Vec<Entry> = [
+            e(1, 5, "b1"),
+            e(1, 3_600_000_001, "b2"),
+            e(1, 9_000_000_000, "b3"),
+        ]
+        .iter()
+        .filter_map(|l| parse(1, l))
+        .collect();
         let m: Vec<String> = merge(vec![a, b])
             .iter()
             .map(|x| field(x, "MESSAGE").unwrap())
@@ -141,7 +145,11 @@ mod tests {
         assert!(parse(0, r#"{"MESSAGE":"no time"}"#).is_none());
         let x = parse(0, r#"{"__REALTIME_TIMESTAMP":"1764658862123456","MESSAGE":[104,105,10],"_COMM":"sh","_PID":"42"}"#).unwrap();
         assert_eq!(line(&x), "2025-12-02 07:01:02.123456 sh[42]: hi");
-        let c = parse(0, r#"{"__REALTIME_TIMESTAMP":"0","MESSAGE":"up","CONTAINER_NAME":"web","_PID":"9"}"#).unwrap();
+        let c = parse(
+            0,
+            r#"{"__REALTIME_TIMESTAMP":"0","MESSAGE":"up","CONTAINER_NAME":"web","_PID":"9"}"#,
+        )
+        .unwrap();
         assert_eq!(line(&c), "1970-01-01 00:00:00.000000 web: up");
         assert!(json(&c, "pi-1").contains(r#""host":"pi-1""#));
         let big = parse(0, r#"{"__REALTIME_TIMESTAMP":"0","MESSAGE":null}"#).unwrap();

@@ -11,6 +11,7 @@ mod deploy;
 mod exec;
 mod flash;
 mod git;
+mod health;
 mod image;
 mod interrupt;
 mod inventory;

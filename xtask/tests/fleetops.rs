@@ -92,7 +92,28 @@ fn exec_and_ssh_pass_words_as_typed_and_report_exit_codes() {
         assert!(b.contains(&want), "{h}: words changed on the way:\n{b}");
     }
     let table = &r.stdout[r.stdout.find("HOST").expect("no summary table")..];
-    assert_eq!(table.lines().filter(|l| l.contains(" 0 ")).count(), 3, "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" 0 ")).count(),
+        3,
+        "{table}"
+    );
+
+    // status: memory, root fs and load of every Pi; temperature and
+    // throttling only where this machine exposes them (not a Pi: `-`).
+    let r = xtask(&f, &["status", "--no-eval", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let zone = Path::new("/sys/class/thermal/thermal_zone0/temp").exists();
+    for s in v.as_array().unwrap() {
+        let h = &s["health"];
+        assert!(h["memory_total_kib"].as_u64().unwrap() > 0, "{h}");
+        assert!(h["memory_available_kib"].as_u64().is_some(), "{h}");
+        assert!(h["root_used_percent"].as_u64().unwrap() <= 100, "{h}");
+        assert_eq!(h["load"].as_array().unwrap().len(), 3, "{h}");
+        assert_eq!(h["temperature_celsius"].is_number(), zone, "{h}");
+    }
+    let r = xtask(&f, &["status", "--no-eval"]);
+    let table = &r.stdout[r.stdout.find("HOST  TEMP").expect("no health table")..];
+    assert_eq!(table.lines().filter(|l| l.contains(" MiB ")).count(), 3, "{table}");
 
     // ssh -- CMD: the same words, and the remote exit code is ours.
     let mut args = vec!["ssh", "pi-b", "--", "printf", "[%s]\\n"];
@@ -107,11 +128,23 @@ fn exec_and_ssh_pass_words_as_typed_and_report_exit_codes() {
     f.ssh("pi-b", "touch /run/fail-here");
     let r = xtask(
         &f,
-        &["exec", "--all", "--stream", "--", "sh", "-c", "echo out-$0; test ! -e /run/fail-here", "x"],
+        &[
+            "exec",
+            "--all",
+            "--stream",
+            "--",
+            "sh",
+            "-c",
+            "echo out-$0; test ! -e /run/fail-here",
+            "x",
+        ],
     );
     assert_eq!(r.code, Some(1), "one host failed");
     for h in ["pi-a", "pi-b", "pi-c"] {
-        assert!(r.stdout.contains(&format!("{h} | out-x")), "{h} not streamed");
+        assert!(
+            r.stdout.contains(&format!("{h} | out-x")),
+            "{h} not streamed"
+        );
     }
     let row = |out: &str, h: &str| {
         out.lines()
@@ -129,7 +162,11 @@ fn exec_and_ssh_pass_words_as_typed_and_report_exit_codes() {
     f.stop("pi-c");
     let r = xtask(&f, &["exec", "--all", "--", "true"]);
     assert_eq!(r.code, Some(2));
-    assert_eq!(r.stderr.matches("pi-c: unreachable").count(), 1, "said once");
+    assert_eq!(
+        r.stderr.matches("pi-c: unreachable").count(),
+        1,
+        "said once"
+    );
     assert_eq!(row(&r.stdout, "pi-c"), "unreachable");
     assert_eq!(row(&r.stdout, "pi-a"), "0");
 }
@@ -189,7 +226,10 @@ fn logs_merge_hosts_in_time_order_and_read_containers() {
         "printf 'MESSAGE=web says hi\\nCONTAINER_NAME=web\\nCOM_DOCKER_COMPOSE_PROJECT=shop\\n' | logger --journald; printf 'MESSAGE=db says hi\\nCONTAINER_NAME=db\\n' | logger --journald",
     );
     let r = xtask(&f, &["logs", "--all", "-c", "web"]);
-    assert!(r.stdout.contains("pi-c ") && r.stdout.contains("web: web says hi"), "container");
+    assert!(
+        r.stdout.contains("pi-c ") && r.stdout.contains("web: web says hi"),
+        "container"
+    );
     assert!(!r.stdout.contains("db says hi"));
     let r = xtask(&f, &["logs", "--all", "-c", "shop"]);
     assert!(r.stdout.contains("web: web says hi"), "compose project");

@@ -118,10 +118,7 @@ pub fn exit_code(outcomes: &[Outcome]) -> i32 {
         .any(|o| matches!(o, Outcome::Unreachable(_)))
     {
         EXIT_UNREACHABLE
-    } else if outcomes
-        .iter()
-        .any(|o| !matches!(o, Outcome::Exited(0, _)))
-    {
+    } else if outcomes.iter().any(|o| !matches!(o, Outcome::Exited(0, _))) {
         EXIT_FAILED
     } else {
         0
@@ -212,7 +209,10 @@ mod tests {
     fn exit_codes() {
         let ok = Outcome::Exited(0, 0.1);
         assert_eq!(exit_code(&[ok.clone()]), 0);
-        assert_eq!(exit_code(&[ok.clone(), Outcome::Exited(3, 0.1)]), EXIT_FAILED);
+        assert_eq!(
+            exit_code(&[ok.clone(), Outcome::Exited(3, 0.1)]),
+            EXIT_FAILED
+        );
         assert_eq!(
             exit_code(&[Outcome::Killed("signal 9".into(), 0.1), ok.clone()]),
             EXIT_FAILED

@@ -106,9 +106,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     for (i, r) in fetched.into_iter().enumerate() {
         match r.unwrap_or_else(|| Err("not tried".into())) {
             Ok(entries) => {
-                let last = entries
-                    .last()
-                    .and_then(|e| journal::field(e, "__CURSOR"));
+                let last = entries.last().and_then(|e| journal::field(e, "__CURSOR"));
                 cursors.push(Some(last));
                 per_host.push(entries);
             }
