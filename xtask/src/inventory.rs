@@ -30,7 +30,7 @@ pub const HOST_KEYS: &[&str] = &[
     "dns",
 ];
 /// The keys the `[fleet]` table (settings of the whole fleet) may have.
-pub const FLEET_KEYS: &[&str] = &["wifi_country"];
+pub const FLEET_KEYS: &[&str] = &["wifi_country", "monitoring"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -169,6 +169,12 @@ pub struct FleetSettings {
     /// Wi-Fi regulatory domain (ISO 3166-1 alpha-2), written as
     /// wpa_supplicant's `country=`; required when a host has `wifi`.
     pub wifi_country: Option<String>,
+    /// The host that runs Prometheus, Grafana and the journal receiver
+    /// (modules/monitoring/); every Pi sends it metrics and its journal.
+    pub monitoring: Option<String>,
+    /// Where `monitoring` is written (for its problems).
+    #[serde(skip)]
+    pub monitoring_line: usize,
 }
 
 /// One thing wrong with the fleet definition.
@@ -383,6 +389,7 @@ pub fn parse_fleet(text: &str) -> (Vec<Host>, FleetSettings, Vec<Problem>) {
     }
     problems.extend(check_unique(&hosts));
     problems.extend(check_wifi_country(&hosts, &settings, country_line));
+    problems.extend(check_monitoring(&hosts, &settings));
     problems.sort_by_key(|p| p.line);
     (hosts, settings, problems)
 }
@@ -399,6 +406,19 @@ fn parse_settings(
     for (key, value) in t.iter() {
         let k = key.get_ref().as_ref();
         let line = line_of(text, value.span().start);
+        if k == "monitoring" {
+            settings.monitoring_line = line;
+            match value.get_ref().as_str() {
+                Some(m) => settings.monitoring = Some(m.to_string()),
+                None => problems.push(Problem::new(
+                    f,
+                    line,
+                    "`monitoring` must be a host's name (a string)",
+                    "write e.g. `monitoring = \"rpi-box-01\"`: the host that runs Prometheus and Grafana",
+                )),
+            }
+            continue;
+        }
         if k != "wifi_country" {
             problems.push(Problem::new(
                 f,
@@ -431,6 +451,39 @@ fn parse_settings(
         }
     }
     country_line
+}
+
+/// `[fleet] monitoring` names a host of the fleet.
+fn check_monitoring(hosts: &[Host], settings: &FleetSettings) -> Option<Problem> {
+    let m = settings.monitoring.as_ref()?;
+    if let Some(h) = hosts.iter().find(|h| &h.name == m) {
+        // Every Pi's firewall lets only this address read metrics.
+        let ip = h.static_ipv4.as_ref().map_or(h.address.as_str(), |s| s.address.as_str());
+        if ip.parse::<std::net::Ipv4Addr>().is_ok() {
+            return None;
+        }
+        return Some(Problem::new(
+            INVENTORY,
+            settings.monitoring_line,
+            format!(
+                "the monitoring host `{m}` has address `{}`, but every Pi's firewall lets only the monitoring host's IPv4 address read its metrics",
+                h.address
+            ),
+            format!(
+                "give `{m}` a static address (`address = \"192.0.2.10/24\"` with `gateway` and `dns`) or an IP address its router reserves"
+            ),
+        ));
+    }
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    Some(Problem::new(
+        INVENTORY,
+        settings.monitoring_line,
+        format!("`monitoring = \"{m}\"` names no host of the fleet"),
+        format!(
+            "name one of the [[host]] tables ({}), a Pi 4 with memory to spare for Prometheus and Grafana",
+            names.join(", ")
+        ),
+    ))
 }
 
 /// A Wi-Fi host needs the fleet's regulatory domain.
@@ -1304,6 +1357,22 @@ wifi = "home"
         assert_eq!(hosts[0].line, 4);
         // Without Wi-Fi hosts the country is not needed.
         assert!(problems(&host("address = \"a.local\"\n")).is_empty());
+    }
+
+    #[test]
+    fn monitoring_names_a_host() {
+        let host = "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"a.local\"\n";
+        let (_, settings, problems) = parse_fleet(&format!("[fleet]\nmonitoring = \"a\"\n\n{host}"));
+        assert_eq!(problems.len(), 1, "a .local address: {problems:?}");
+        assert!(problems[0].message.contains("IPv4"), "{}", problems[0]);
+        let fixed = host.replace("a.local", "192.0.2.10");
+        let (_, _, problems) = parse_fleet(&format!("[fleet]\nmonitoring = \"a\"\n\n{fixed}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(settings.monitoring.as_deref(), Some("a"));
+        let (_, _, problems) = parse_fleet(&format!("[fleet]\nmonitoring = \"b\"\n\n{host}"));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 2);
+        assert!(problems[0].fix.contains("(a)"), "{}", problems[0]);
     }
 
     #[test]
