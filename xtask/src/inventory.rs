@@ -458,7 +458,10 @@ fn check_monitoring(hosts: &[Host], settings: &FleetSettings) -> Option<Problem>
     let m = settings.monitoring.as_ref()?;
     if let Some(h) = hosts.iter().find(|h| &h.name == m) {
         // Every Pi's firewall lets only this address read metrics.
-        let ip = h.static_ipv4.as_ref().map_or(h.address.as_str(), |s| s.address.as_str());
+        let ip = h
+            .static_ipv4
+            .as_ref()
+            .map_or(h.address.as_str(), |s| s.address.as_str());
         if ip.parse::<std::net::Ipv4Addr>().is_ok() {
             return None;
         }
@@ -1362,7 +1365,8 @@ wifi = "home"
     #[test]
     fn monitoring_names_a_host() {
         let host = "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"a.local\"\n";
-        let (_, settings, problems) = parse_fleet(&format!("[fleet]\nmonitoring = \"a\"\n\n{host}"));
+        let (_, settings, problems) =
+            parse_fleet(&format!("[fleet]\nmonitoring = \"a\"\n\n{host}"));
         assert_eq!(problems.len(), 1, "a .local address: {problems:?}");
         assert!(problems[0].message.contains("IPv4"), "{}", problems[0]);
         let fixed = host.replace("a.local", "192.0.2.10");

@@ -113,7 +113,11 @@ fn exec_and_ssh_pass_words_as_typed_and_report_exit_codes() {
     }
     let r = xtask(&f, &["status", "--no-eval"]);
     let table = &r.stdout[r.stdout.find("HOST  TEMP").expect("no health table")..];
-    assert_eq!(table.lines().filter(|l| l.contains(" MiB ")).count(), 3, "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" MiB ")).count(),
+        3,
+        "{table}"
+    );
 
     // ssh -- CMD: the same words, and the remote exit code is ours.
     let mut args = vec!["ssh", "pi-b", "--", "printf", "[%s]\\n"];

@@ -66,9 +66,17 @@ fn the_flake_output_is_the_inventory_and_promtool_accepts_it() {
     for c in configs {
         let name = c["labels"]["name"].as_str().unwrap();
         let h = &hosts[name];
-        assert_eq!(c["targets"][0], format!("{}:9100", h["address"].as_str().unwrap()));
+        assert_eq!(
+            c["targets"][0],
+            format!("{}:9100", h["address"].as_str().unwrap())
+        );
         assert_eq!(c["labels"]["model"], h["model"]);
-        let tags: Vec<&str> = h["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        let tags: Vec<&str> = h["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
         assert_eq!(c["labels"]["tags"], format!(",{},", tags.join(",")));
     }
     promtool_check(&v, dir);
@@ -76,17 +84,36 @@ fn the_flake_output_is_the_inventory_and_promtool_accepts_it() {
     // `check` validates the field naming the monitoring host.
     let toml = dir.join("hosts/fleet.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(&toml, text.replacen("\n[fleet]\n", "\n[fleet]\nmonitoring = \"rpi-box-99\"\n", 1)).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("\n[fleet]\n", "\n[fleet]\nmonitoring = \"rpi-box-99\"\n", 1),
+    )
+    .unwrap();
     let out = common::xtask(dir).arg("check").output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
-    assert!(said.contains("`monitoring = \"rpi-box-99\"` names no host"), "{said}");
-    std::fs::write(&toml, text.replacen("\n[fleet]\n", "\n[fleet]\nmonitoring = \"rpi-box-01\"\n", 1)).unwrap();
+    assert!(
+        said.contains("`monitoring = \"rpi-box-99\"` names no host"),
+        "{said}"
+    );
+    std::fs::write(
+        &toml,
+        text.replacen("\n[fleet]\n", "\n[fleet]\nmonitoring = \"rpi-box-01\"\n", 1),
+    )
+    .unwrap();
     let out = common::xtask(dir).arg("check").output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
-    assert!(said.contains("the monitoring host `rpi-box-01` has address `rpi-box-01.local`"), "{said}");
-    assert!(said.contains("give `rpi-box-01` a static address"), "{said}");
+    assert!(
+        said.contains("the monitoring host `rpi-box-01` has address `rpi-box-01.local`"),
+        "{said}"
+    );
+    assert!(
+        said.contains("give `rpi-box-01` a static address"),
+        "{said}"
+    );
 }
 
 /// A process killed (and waited for) when dropped.
@@ -116,8 +143,9 @@ fn missing() -> Option<String> {
         .or_else(|| common::need_program("prometheus", "prometheus"))
         .or_else(|| common::need_program("promtool", "prometheus"))
         .or_else(|| {
-            (!Path::new(EXPORTER).exists())
-                .then(|| format!("{EXPORTER} is missing (apt-get install prometheus-node-exporter)"))
+            (!Path::new(EXPORTER).exists()).then(|| {
+                format!("{EXPORTER} is missing (apt-get install prometheus-node-exporter)")
+            })
         })
 }
 
@@ -201,7 +229,10 @@ fn prometheus_scrapes_every_fake_pi_with_its_labels() {
             .spawn()
             .unwrap();
         ssh.stdin.take().unwrap().write_all(&binary).unwrap();
-        assert!(ssh.wait().unwrap().success(), "cannot start the exporter in {n}");
+        assert!(
+            ssh.wait().unwrap().success(),
+            "cannot start the exporter in {n}"
+        );
         ports.push(port);
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -216,8 +247,14 @@ fn prometheus_scrapes_every_fake_pi_with_its_labels() {
     // exporter port, and a 1 s interval so the test need not wait 30 s.
     config["global"]["scrape_interval"] = "1s".into();
     config["global"]["scrape_timeout"] = "1s".into();
-    for c in config["scrape_configs"][0]["static_configs"].as_array_mut().unwrap() {
-        let i = names.iter().position(|n| c["labels"]["name"] == *n).unwrap();
+    for c in config["scrape_configs"][0]["static_configs"]
+        .as_array_mut()
+        .unwrap()
+    {
+        let i = names
+            .iter()
+            .position(|n| c["labels"]["name"] == *n)
+            .unwrap();
         assert_eq!(c["targets"][0], "127.0.0.1:9100");
         c["targets"][0] = format!("127.0.0.1:{}", ports[i]).into();
     }
@@ -226,10 +263,16 @@ fn prometheus_scrapes_every_fake_pi_with_its_labels() {
     let data: PathBuf = tmp.path().join("data");
     let _prometheus = Guard(
         Command::new("prometheus")
-            .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                tmp.path().join("prometheus.yml").display()
+            ))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-            .args(["--storage.tsdb.retention.time=30d", "--storage.tsdb.retention.size=2GB"])
+            .args([
+                "--storage.tsdb.retention.time=30d",
+                "--storage.tsdb.retention.size=2GB",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(tmp.path().join("prometheus.log")).unwrap())
             .spawn()
@@ -267,7 +310,10 @@ fn prometheus_scrapes_every_fake_pi_with_its_labels() {
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join("modules/monitoring/fleet-dashboard.json")).unwrap(),
+        &std::fs::read_to_string(
+            common::repo_root().join("modules/monitoring/fleet-dashboard.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let no_thermal = !Path::new("/sys/class/thermal/thermal_zone0").exists();
@@ -280,11 +326,17 @@ fn prometheus_scrapes_every_fake_pi_with_its_labels() {
                 if m == "up" {
                     continue;
                 }
-                if (m == "node_thermal_zone_temp" && no_thermal) || (m == "pi_throttled_flags" && no_firmware) {
+                if (m == "node_thermal_zone_temp" && no_thermal)
+                    || (m == "pi_throttled_flags" && no_firmware)
+                {
                     eprintln!("not checked here (this machine has no such sensor): {m}");
                     continue;
                 }
-                assert!(exported.contains(m.as_str()), "panel {}: {m} is not exported by the node exporter", p["title"]);
+                assert!(
+                    exported.contains(m.as_str()),
+                    "panel {}: {m} is not exported by the node exporter",
+                    p["title"]
+                );
                 checked += 1;
             }
         }
@@ -302,6 +354,9 @@ fn metric_names_of_queries() {
     );
     assert_eq!(
         metric_names("1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes"),
-        ["node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes"]
+        [
+            "node_memory_MemAvailable_bytes",
+            "node_memory_MemTotal_bytes"
+        ]
     );
 }

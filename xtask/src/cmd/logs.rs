@@ -51,7 +51,15 @@ pub struct Args {
     /// One JSON object per entry (journalctl's fields, plus "host")
     #[arg(long)]
     json: bool,
+    /// Read the chosen hosts' journals where the monitoring host keeps them
+    /// (`[fleet] monitoring`: systemd-journal-remote), even when a Pi is dead
+    #[arg(long)]
+    central: bool,
 }
+
+/// Where systemd-journal-remote keeps the uploaded journals on the
+/// monitoring host (services.journald.remote.output's default).
+pub const REMOTE_DIR: &str = "/var/log/journal/remote";
 
 pub const EXIT_UNREACHABLE: i32 = 2;
 
@@ -78,6 +86,9 @@ pub fn journalctl_args(a: &Args) -> Vec<String> {
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let hosts = args.sel.hosts(root)?;
+    if args.central {
+        return central(root, &args, &hosts);
+    }
     let ssh = Ssh::new(args.sel.connect_timeout)?;
     let prefix = Prefix::new(&hosts);
     let connected = reach::connect_all(&ssh, &hosts);
@@ -279,4 +290,91 @@ fn flush(buffer: &mut Vec<Entry>, show: &(dyn Fn(&Entry) + Sync)) {
         show(&e);
     }
     let _ = std::io::stdout().flush();
+}
+
+/// `--central`: one journalctl on the monitoring host over the files
+/// systemd-journal-remote wrote, one stream per chosen host (matched by the
+/// `_HOSTNAME` each Pi logs, its inventory name), merged the same way.
+fn central(root: &Path, args: &Args, hosts: &[Host]) -> Result<()> {
+    let (fleet, _) = crate::inventory::Fleet::read(root)?;
+    if args.follow {
+        anyhow::bail!(
+            "--central reads what the monitoring host has; leave out -f (or follow the Pis themselves without --central)"
+        );
+    }
+    let Some(name) = fleet.settings.monitoring.clone() else {
+        anyhow::bail!(
+            "the fleet has no monitoring host: add `monitoring = \"<host>\"` under [fleet] in hosts/fleet.toml, deploy, then use --central"
+        );
+    };
+    let server = fleet.host(&name)?.clone();
+    let ssh = Ssh::new(args.sel.connect_timeout)?;
+    let t = Target::of(&server);
+    ssh.connect(&t, &|c| eprintln!("$ {}", ssh::show(c)))?;
+    let mut per_host = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let jargs = central_args(args, &h.name);
+        per_host.push(fetch(&ssh, &server, i, &jargs).map_err(|e| anyhow::anyhow!("{name}: {e}"))?);
+    }
+    let prefix = Prefix::new(hosts);
+    for e in journal::merge(per_host) {
+        if args.json {
+            println!("{}", journal::json(&e, &hosts[e.host].name));
+        } else {
+            println!("{} {}", prefix.of(e.host), journal::line(&e));
+        }
+    }
+    Ok(())
+}
+
+/// journalctl's arguments on the monitoring host for one Pi: its entries
+/// (`_HOSTNAME`, repeated in every `+` term so it binds to each).
+pub fn central_args(args: &Args, host: &str) -> Vec<String> {
+    let me = format!("_HOSTNAME={host}");
+    let mut v = vec![format!("--directory={REMOTE_DIR}"), me.clone()];
+    for a in journalctl_args(args) {
+        let plus = a == "+";
+        v.push(a);
+        if plus {
+            v.push(me.clone());
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn args(words: &[&str]) -> Args {
+        Cli::parse_from(std::iter::once("logs").chain(words.iter().copied())).a
+    }
+
+    #[test]
+    fn journalctl_arguments() {
+        assert_eq!(journalctl_args(&args(&["a"])), ["--lines=100"]);
+        assert_eq!(
+            journalctl_args(&args(&["a", "-u", "x", "--since", "1h ago"])),
+            ["-u", "x", "--since=1h ago"]
+        );
+        assert_eq!(
+            central_args(&args(&["a", "-n", "5", "-c", "web"]), "pi-1"),
+            [
+                "--directory=/var/log/journal/remote",
+                "_HOSTNAME=pi-1",
+                "--lines=5",
+                "CONTAINER_NAME=web",
+                "+",
+                "_HOSTNAME=pi-1",
+                "COM_DOCKER_COMPOSE_PROJECT=web"
+            ]
+        );
+    }
 }
