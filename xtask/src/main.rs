@@ -10,6 +10,7 @@ mod containers;
 mod deploy;
 mod exec;
 mod flash;
+mod fleet_bench;
 mod git;
 mod health;
 mod image;

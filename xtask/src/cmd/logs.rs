@@ -162,8 +162,12 @@ fn fetch(ssh: &Ssh, h: &Host, i: usize, jargs: &[String]) -> Result<Vec<Entry>, 
     let words: Vec<&str> = jargs.iter().map(String::as_str).collect();
     let mut cmd = ssh.command(&t, JOURNALCTL, &words);
     eprintln!("$ {}", ssh::show(&cmd));
-    let out = ssh::output_within(&mut cmd, Duration::from_secs(ssh.connect_timeout + 60))
-        .map_err(|e| format!("{e:#}"))?;
+    // Read while it runs (`output`, not `ssh::output_within`: a big journal
+    // fills the pipe); a dead Pi is ended by the keepalives.
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ssh: {e}"))?;
     if !out.status.success() {
         eprintln!("$ {}  # failed ({})", ssh::show(&cmd), out.status);
         return Err(crate::deploy::last_words(&out));
