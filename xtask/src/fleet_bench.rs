@@ -73,6 +73,37 @@ pub fn run(root: &Path, hosts: usize) -> Result<()> {
         runs.sort_by(f64::total_cmp);
         Ok(runs[2])
     };
+    // The floor: one plain `ssh host true` per Pi, all at once (no xtask).
+    let floor = {
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let children: Vec<_> = fleet
+                .pis
+                .iter()
+                .map(|p| {
+                    Command::new("ssh")
+                        .arg("-F")
+                        .arg(fleet.work().join("ssh_config"))
+                        .args([
+                            "-o",
+                            "BatchMode=yes",
+                            "-p",
+                            &p.port.to_string(),
+                            "root@127.0.0.1",
+                            "true",
+                        ])
+                        .spawn()
+                })
+                .collect::<std::io::Result<_>>()?;
+            for mut c in children {
+                c.wait()?;
+            }
+            runs.push(start.elapsed().as_secs_f64());
+        }
+        runs.sort_by(f64::total_cmp);
+        runs[2]
+    };
     let rows = [
         ("logs --all -n 100", time(&["logs", "--all", "-n", "100"])?),
         (
@@ -85,6 +116,15 @@ pub fn run(root: &Path, hosts: usize) -> Result<()> {
         ),
     ];
     println!();
+    println!(
+        "floor: plain `ssh host true` to all {hosts} at once: {floor:.2} s (median of 5); load average now: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     for (what, s) in &rows {
         let verdict = if *s <= GOAL { "ok" } else { "over the goal" };
