@@ -9,8 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
+// The same harness as deploy/bench.rs, compiled once more here so that
+// deploy/ stays as it is.
+#[allow(clippy::duplicate_mod)]
 #[path = "../tests/common/fakepi.rs"]
 mod fakepi;
+#[allow(clippy::duplicate_mod)]
 #[path = "../tests/common/nixenv.rs"]
 mod nixenv;
 

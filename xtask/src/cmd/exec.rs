@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn exit_codes() {
         let ok = Outcome::Exited(0, 0.1);
-        assert_eq!(exit_code(&[ok.clone()]), 0);
+        assert_eq!(exit_code(std::slice::from_ref(&ok)), 0);
         assert_eq!(
             exit_code(&[ok.clone(), Outcome::Exited(3, 0.1)]),
             EXIT_FAILED

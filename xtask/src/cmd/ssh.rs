@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
-    let hosts = crate::deploy::load_selected(root, &[args.host.clone()], false, &[])?;
+    let hosts = crate::deploy::load_selected(root, std::slice::from_ref(&args.host), false, &[])?;
     let t = Target::of(&hosts[0]);
     let ssh = Ssh::new(args.connect_timeout)?;
     ssh.connect(&t, &|c| eprintln!("$ {}", ssh::show(c)))?;
