@@ -16,6 +16,9 @@ lib.mkIf (monitoring.host != null && host.name == monitoring.host.name) {
       http_addr = lib.mkDefault "0.0.0.0";
       http_port = lib.mkDefault 3000;
     };
+    # 26.05 has no default key: one made on the host at first start (below),
+    # read with Grafana's file provider, so it never enters the Nix store.
+    settings.security.secret_key = lib.mkDefault "$__file{/var/lib/grafana/secret-key}";
     provision = {
       enable = true;
       datasources.settings.datasources = [
@@ -40,6 +43,20 @@ lib.mkIf (monitoring.host != null && host.name == monitoring.host.name) {
         }
       ];
     };
+  };
+  systemd.services.grafana-secret-key = {
+    description = "Make Grafana's secret key once";
+    wantedBy = [ "grafana.service" ];
+    before = [ "grafana.service" ];
+    serviceConfig.Type = "oneshot";
+    script = ''
+      f=/var/lib/grafana/secret-key
+      if [ ! -s "$f" ]; then
+        mkdir -p /var/lib/grafana
+        (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$f")
+        chown grafana:grafana "$f"
+      fi
+    '';
   };
   networking.firewall.allowedTCPPorts = [ 3000 ];
 }
