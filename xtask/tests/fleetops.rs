@@ -128,6 +128,45 @@ fn exec_and_ssh_pass_words_as_typed_and_report_exit_codes() {
     let r = xtask(&f, &["ssh", "pi-b", "--", "sh", "-c", "exit 7"]);
     assert_eq!(r.code, Some(7));
 
+    // Without a command: an interactive login shell on a terminal (`script`
+    // gives the xtask a pseudo-terminal), its exit code ours.
+    let mut cmd = common::command("script");
+    let line = format!(
+        "{} --flake {} ssh pi-b",
+        env!("CARGO_BIN_EXE_xtask"),
+        f.repo().display()
+    );
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    for (k, v) in f.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run script (apt-get install bsdutils)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        stdin
+            .write_all(b"tty -s && echo on-a-tty-$((6*7)); exit 3\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "--- ssh pi-b (interactive)\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("on-a-tty-42"),
+        "no interactive shell on a terminal: {text}"
+    );
+    assert_eq!(out.status.code(), Some(3), "the session's exit code");
+
     // One host fails: exit 1, its code in the table; --stream prefixes lines.
     f.ssh("pi-b", "touch /run/fail-here");
     let r = xtask(
