@@ -354,6 +354,10 @@ fn logs_follow_survives_a_host_going_away() {
     let err = err.lock().unwrap().clone();
     eprintln!("--- logs -f\n{out}\n{err}");
     assert_eq!(err.matches("pi-b: gone").count(), 1, "said once");
+    assert!(
+        !err.contains("pi-a: gone"),
+        "an interrupt is no host going away: {err}"
+    );
     assert!(err.contains("following the other 2 host(s)"));
     assert_eq!(
         out.matches(": old-pi-a\n").count(),

@@ -258,6 +258,12 @@ fn follow(
                 }
                 continue;
             }
+            Ok(Event::Gone(_, _)) if crate::interrupt::interrupted() => {
+                // Ctrl-C ends every connection: nothing to say per host.
+                flush(&mut buffer, show);
+                oldest = None;
+                left -= 1;
+            }
             Ok(Event::Gone(i, why)) => {
                 flush(&mut buffer, show);
                 oldest = None;
