@@ -76,6 +76,9 @@ in
     # The binary cache CI pushes to (substituter URL) and its public key.
     cache = (fleet.fleet or { }).cache or null;
     cache_key = (fleet.fleet or { }).cache_key or null;
+    # The host that runs Prometheus, Grafana and the journal receiver
+    # (modules/monitoring/); null: no central monitoring.
+    monitoring = (fleet.fleet or { }).monitoring or null;
   };
 
   # authorized_keys lines (comments dropped) for every Pi's admin users.

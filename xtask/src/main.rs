@@ -11,12 +11,16 @@ mod containers;
 mod deploy;
 mod exec;
 mod flash;
+mod fleet_bench;
 mod git;
+mod health;
 mod image;
 mod interrupt;
 mod inventory;
+mod journal;
 mod nix;
 mod nix_error;
+mod reach;
 mod repo;
 mod ssh;
 mod sshkey;
@@ -66,6 +70,12 @@ enum Command {
     Rollback(cmd::rollback::Args),
     /// Show every host's state: reachable, version, generation, in sync with Git
     Status(cmd::status::Args),
+    /// Journal entries of many hosts, merged in time order; -f follows them all
+    Logs(cmd::logs::Args),
+    /// Run a command on many hosts in parallel, with a table of exit codes
+    Exec(cmd::exec::Args),
+    /// Log into a host (or run one command) with the fleet's SSH settings
+    Ssh(cmd::ssh::Args),
     /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device; deploy: on fake Pis)
     Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
@@ -103,6 +113,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),
         Command::Rollback(args) => cmd::rollback::run(&root()?, args),
         Command::Status(args) => cmd::status::run(&root()?, args),
+        Command::Logs(args) => cmd::logs::run(&root()?, args),
+        Command::Exec(args) => cmd::exec::run(&root()?, args),
+        Command::Ssh(args) => cmd::ssh::run(&root()?, args),
         Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
         Command::Ci(args) => cmd::ci::run(&root()?, args),

@@ -28,6 +28,12 @@ enum What {
         #[arg(long, default_value_t = 8)]
         hosts: usize,
     },
+    /// logs -n 100, exec --all -- true and status across fake Pis (needs root)
+    Fleet {
+        /// Number of fake Pis
+        #[arg(long, default_value_t = 8)]
+        hosts: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +62,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let a = match args.what {
         What::Flash(a) => a,
         What::Deploy { hosts } => return crate::deploy::bench::run(root, hosts),
+        What::Fleet { hosts } => return crate::fleet_bench::run(root, hosts),
     };
     if let Some(p) = &a.make_image {
         testimage::make(p, a.size_mib, a.fill)?;
