@@ -55,11 +55,17 @@ let
       m = builtins.match "[[:space:]]*(.*[^[:space:]])[[:space:]]*" s;
     in
     if m == null then "" else builtins.head m;
-  lines =
-    if builtins.pathExists keysFile then
-      map trim (builtins.filter builtins.isString (builtins.split "\n" (builtins.readFile keysFile)))
+  keyLines =
+    file:
+    if builtins.pathExists file then
+      builtins.filter (l: l != "" && builtins.substring 0 1 l != "#") (
+        map trim (builtins.filter builtins.isString (builtins.split "\n" (builtins.readFile file)))
+      )
     else
       [ ];
+  lines = keyLines keysFile;
+  # A host's identity: the public SSH host key `cargo xtask identity` wrote.
+  hostKeyLines = h: keyLines (root + "/hosts/${h.name}/ssh_host_ed25519_key.pub");
 in
 {
   hosts = builtins.listToAttrs (
@@ -75,6 +81,26 @@ in
     wifi_country = (fleet.fleet or { }).wifi_country or null;
   };
 
+  # Hosts with an identity in Git: their ssh_host_ed25519_key.pub lines
+  # (comments dropped); hosts without one are absent.
+  host_keys = builtins.listToAttrs (
+    builtins.concatMap (
+      h:
+      let
+        ls = hostKeyLines h;
+      in
+      if ls == [ ] then
+        [ ]
+      else
+        [
+          {
+            inherit (h) name;
+            value = ls;
+          }
+        ]
+    ) (fleet.host or [ ])
+  );
+
   # authorized_keys lines (comments dropped) for every Pi's admin users.
-  admin_keys = builtins.filter (l: l != "" && builtins.substring 0 1 l != "#") lines;
+  admin_keys = lines;
 }

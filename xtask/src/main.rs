@@ -11,6 +11,7 @@ mod deploy;
 mod exec;
 mod flash;
 mod git;
+mod identity;
 mod image;
 mod interrupt;
 mod inventory;
@@ -49,6 +50,8 @@ enum Command {
     SetupBinfmt(cmd::setup_binfmt::Args),
     /// Add a Pi: its inventory entry and hosts/<name>/default.nix
     NewHost(cmd::new_host::Args),
+    /// Make a host's SSH host key here (or adopt a Pi's): public half in Git, private kept here
+    Identity(cmd::identity::Args),
     /// Add an SSH public key to the admin keys every Pi accepts
     AddKey(cmd::add_key::Args),
     /// Find everything wrong with the fleet definition, with file:line and the fix
@@ -92,6 +95,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::Identity(args) => cmd::identity::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::List(args) => cmd::list::run(&root()?, args),

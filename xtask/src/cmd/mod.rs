@@ -6,6 +6,7 @@ pub mod check;
 pub mod completions;
 pub mod deploy;
 pub mod flash;
+pub mod identity;
 pub mod list;
 pub mod new_host;
 pub mod rollback;
