@@ -231,6 +231,41 @@ pub fn card_key(sh: &Shell, root: &Path, host: &str) -> Result<Option<(PathBuf, 
     Ok(Some((key, format!("{} {} root@{host}\n", public.kind, public.blob))))
 }
 
+/// Problems with the fleet's identities: a `.pub` file that is not one
+/// ed25519 key, a private host key inside the repository.
+pub fn problems(fleet: &crate::inventory::Fleet) -> Vec<crate::inventory::Problem> {
+    use crate::inventory::Problem;
+    let mut out = Vec::new();
+    for h in &fleet.hosts {
+        if let Err(e) = git_key(&fleet.root, &h.name) {
+            out.push(Problem::new(
+                &git_path(&h.name),
+                1,
+                format!("{e:#}")
+                    .trim_start_matches(&format!("{}: ", git_path(&h.name)))
+                    .to_string(),
+                format!(
+                    "delete it and run `cargo xtask identity {}` (or restore it from Git)",
+                    h.name
+                ),
+            ));
+        }
+        let private = format!("hosts/{}/{KEY_FILE}", h.name);
+        if fleet.root.join(&private).exists() {
+            out.push(Problem::new(
+                &private,
+                1,
+                "a private host key inside the repository: it must never enter Git or the Nix store",
+                format!(
+                    "move it out (`cargo xtask identity {} --import {private}` keeps it in the data folder), delete it, and if it was ever committed, give the host a new identity",
+                    h.name
+                ),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

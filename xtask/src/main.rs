@@ -18,6 +18,7 @@ mod inventory;
 mod nix;
 mod nix_error;
 mod repo;
+mod secrets;
 mod ssh;
 mod sshkey;
 mod time;
@@ -52,6 +53,8 @@ enum Command {
     NewHost(cmd::new_host::Args),
     /// Make a host's SSH host key here (or adopt a Pi's): public half in Git, private kept here
     Identity(cmd::identity::Args),
+    /// Secrets for the Pis, age-encrypted to their host keys and the admin keys: set, show, list, rm, rekey
+    Secret(cmd::secret::Args),
     /// Add an SSH public key to the admin keys every Pi accepts
     AddKey(cmd::add_key::Args),
     /// Find everything wrong with the fleet definition, with file:line and the fix
@@ -96,6 +99,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
         Command::Identity(args) => cmd::identity::run(&root()?, args),
+        Command::Secret(args) => cmd::secret::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::List(args) => cmd::list::run(&root()?, args),

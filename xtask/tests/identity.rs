@@ -411,3 +411,53 @@ fn pis_are_checked_against_the_key_in_git() {
     assert_eq!(s[0]["reachable"], true, "{s}");
     assert_eq!(s[0]["host_key"], "not in git", "{s}");
 }
+
+/// Nix (lib/inventory.nix) and the xtask read the same host keys: `check`
+/// compares them, and catches a Nix side that reads another file.
+#[test]
+fn check_proves_nix_reads_the_same_host_keys() {
+    if !prerequisite(common::need_nix()) {
+        return;
+    }
+    let fleet = common::fixture_fleet();
+    let root = fleet.path();
+    let data = tempfile::tempdir().unwrap();
+    assert!(identity(root, data.path(), &["rpi-box-01"]).status.success());
+    let out = common::xtask(root).arg("check").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("the flake's inventory differs"), "{stdout}");
+    assert!(!stdout.contains("ssh_host_ed25519_key"), "{stdout}");
+
+    // A private key inside the repository, a .pub file that is not one key.
+    let k = root.join("hosts/rpi-box-03/ssh_host_ed25519_key");
+    keygen(&k, "ed25519");
+    std::fs::write(root.join("hosts/rpi-zero-01/ssh_host_ed25519_key.pub"), "").unwrap();
+    let out = common::xtask(root).arg("check").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("hosts/rpi-box-03/ssh_host_ed25519_key:1: a private host key inside the repository"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hosts/rpi-zero-01/ssh_host_ed25519_key.pub:1: holds 0 keys"),
+        "{stdout}"
+    );
+    std::fs::remove_file(&k).unwrap();
+    std::fs::remove_file(k.with_extension("pub")).unwrap();
+    std::fs::remove_file(root.join("hosts/rpi-zero-01/ssh_host_ed25519_key.pub")).unwrap();
+
+    let lib = std::fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
+    std::fs::write(
+        root.join("lib/inventory.nix"),
+        lib.replace("/ssh_host_ed25519_key.pub\"", "/other.pub\""),
+    )
+    .unwrap();
+    let out = common::xtask(root).arg("check").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("inventory.host_keys.rpi-box-01: only the xtask has it"),
+        "{stdout}"
+    );
+}

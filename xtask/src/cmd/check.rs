@@ -57,6 +57,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     problems.extend(check_lock(root)?);
     problems.extend(check_untracked(root)?);
     problems.extend(crate::container_pins::problems(&fleet)?);
+    problems.extend(crate::identity::problems(&fleet));
+    problems.extend(crate::secrets::problems(root, &fleet));
     if nix::installed() {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);

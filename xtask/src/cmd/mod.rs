@@ -11,6 +11,7 @@ pub mod list;
 pub mod new_host;
 pub mod rollback;
 pub mod sd;
+pub mod secret;
 pub mod setup_binfmt;
 pub mod status;
 pub mod version;

@@ -621,12 +621,18 @@ impl Fleet {
 
     /// Makes a fake Pi's sshd use `key` (a private host key file) from its
     /// first start, as a card written by `sd` does; the workstation's
-    /// known_hosts is not told about it.
+    /// known_hosts is not told about it (only the harness's own ssh is).
     pub fn use_host_key(&self, name: &str, key: &Path) {
         let ssh_dir = self.pi(name).dir.join("ssh");
         std::fs::create_dir_all(&ssh_dir).unwrap();
         std::fs::copy(key, ssh_dir.join("host_key")).unwrap();
         let public = run(Command::new("ssh-keygen").arg("-yf").arg(key)).unwrap();
+        let words = String::from_utf8_lossy(&public.stdout).to_string();
+        let words: Vec<&str> = words.split_whitespace().collect();
+        let file = self.work().join("harness_known_hosts");
+        let mut kh = std::fs::read_to_string(&file).unwrap_or_default();
+        kh += &format!("[127.0.0.1]:{} {} {}\n", self.pi(name).port, words[0], words[1]);
+        std::fs::write(&file, kh).unwrap();
         std::fs::write(ssh_dir.join("host_key.pub"), public.stdout).unwrap();
     }
 
@@ -698,6 +704,13 @@ impl Fleet {
             "BatchMode=yes".into(),
             "-o".into(),
             "ConnectTimeout=2".into(),
+            // The harness also knows the keys given with `use_host_key`.
+            "-o".into(),
+            format!(
+                "UserKnownHostsFile={} {}",
+                self.work().join("known_hosts").display(),
+                self.work().join("harness_known_hosts").display()
+            ),
             "-p".into(),
             port.to_string(),
         ]
