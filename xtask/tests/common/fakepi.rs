@@ -707,8 +707,7 @@ impl Fleet {
             // The harness also knows the keys given with `use_host_key`.
             "-o".into(),
             format!(
-                "UserKnownHostsFile={} {}",
-                self.work().join("known_hosts").display(),
+                "GlobalKnownHostsFile={}",
                 self.work().join("harness_known_hosts").display()
             ),
             "-p".into(),
