@@ -66,8 +66,33 @@ let
   lines = keyLines keysFile;
   # A host's identity: the public SSH host key `cargo xtask identity` wrote.
   hostKeyLines = h: keyLines (root + "/hosts/${h.name}/ssh_host_ed25519_key.pub");
+
+  # secrets/secrets.toml (written by `cargo xtask secret`): who reads each
+  # secrets/<name>.age, and its owner and mode on the Pi.
+  secretsFile = root + "/secrets/secrets.toml";
+  hostList = fleet.host or [ ];
+  readersOf =
+    e:
+    builtins.sort builtins.lessThan (
+      map (h: h.name) (
+        builtins.filter (
+          h:
+          (e.all or false)
+          || builtins.elem h.name (e.hosts or [ ])
+          || builtins.any (t: builtins.elem t (h.tags or [ ])) (e.tags or [ ])
+        ) hostList
+      )
+    );
 in
 {
+  # Every secret: the hosts that read it (sorted), owner, group, mode.
+  secrets = builtins.mapAttrs (name: e: {
+    readers = readersOf e;
+    owner = e.owner or "root";
+    group = e.group or "root";
+    mode = e.mode or "0400";
+  }) (if builtins.pathExists secretsFile then builtins.fromTOML (builtins.readFile secretsFile) else { });
+
   hosts = builtins.listToAttrs (
     map (h: {
       inherit (h) name;

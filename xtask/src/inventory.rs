@@ -293,7 +293,7 @@ impl Fleet {
                 (!lines.is_empty()).then_some((h.name.as_str(), lines))
             })
             .collect();
-        serde_json::json!({ "hosts": hosts, "admin_keys": keys, "host_keys": host_keys, "fleet": self.settings })
+        serde_json::json!({ "hosts": hosts, "admin_keys": keys, "host_keys": host_keys, "secrets": crate::secrets::nix_view(self), "fleet": self.settings })
     }
 }
 

@@ -146,6 +146,28 @@ pub fn readers(fleet: &Fleet, e: &Entry) -> Result<Vec<String>> {
     Ok(out.into_iter().collect())
 }
 
+/// The secrets as lib/inventory.nix exposes them (`inventory.secrets`):
+/// readers (fleet hosts named, tagged or all, sorted), owner, group, mode.
+/// An unreadable file gives `{}` here (`check` reports it on its own).
+pub fn nix_view(fleet: &Fleet) -> serde_json::Value {
+    let entries = read(&fleet.root).unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for (name, e) in entries {
+        let mut readers: Vec<&str> = fleet
+            .hosts
+            .iter()
+            .filter(|h| e.all || e.hosts.contains(&h.name) || e.tags.iter().any(|t| h.tags.contains(t)))
+            .map(|h| h.name.as_str())
+            .collect();
+        readers.sort();
+        out.insert(
+            name,
+            serde_json::json!({ "readers": readers, "owner": e.owner, "group": e.group, "mode": e.mode }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
 /// A recipient: who it is, its `type base64` line, and the tag age writes for it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recipient {

@@ -285,9 +285,14 @@ fn sd_writes_the_host_key_onto_the_card() {
         .unwrap();
     assert!(e2fsck.status.success(), "{}", text(&e2fsck.stdout));
 
-    // Git has the key but this workstation lost the private half: refused.
-    std::fs::remove_dir_all(ns.home().join(".local/share/pi-nixos")).unwrap();
-    let out = ns.run(
+    // Git has the key but this workstation (a namespace with another,
+    // empty HOME) lacks the private half: refused before building.
+    let other = binfmt_ns::BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(&format!(
+            "{NIX_CONFIG}\nextra-platforms = aarch64-linux i686-linux\n"
+        ));
+    let out = other.run(
         assert_cmd::cargo::cargo_bin("xtask"),
         &["--flake", root.to_str().unwrap(), "sd", "rpi-box-03", "--dry-run"],
     );

@@ -302,6 +302,8 @@ fn check_catches_recipient_mismatches() {
     };
     let out = check();
     assert!(!out.contains("secret `db-pass`"), "{out}");
+    // Nix (lib/inventory.nix) reads the same secrets file: check compares.
+    assert!(!out.contains("the flake's inventory differs"), "{out}");
 
     // The entry now says rpi-box-03 reads it too; the file was not rekeyed.
     let toml_path = root.join("secrets/secrets.toml");
