@@ -228,7 +228,10 @@ pub fn card_key(sh: &Shell, root: &Path, host: &str) -> Result<Option<(PathBuf, 
             key.display()
         );
     }
-    Ok(Some((key, format!("{} {} root@{host}\n", public.kind, public.blob))))
+    Ok(Some((
+        key,
+        format!("{} {} root@{host}\n", public.kind, public.blob),
+    )))
 }
 
 /// Problems with the fleet's identities: a `.pub` file that is not one

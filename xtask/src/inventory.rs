@@ -288,8 +288,10 @@ impl Fleet {
             .hosts
             .iter()
             .filter_map(|h| {
-                let text = std::fs::read_to_string(self.root.join(crate::identity::git_path(&h.name)));
-                let lines: Vec<String> = key_lines(&text.ok()?).into_iter().map(|(_, l)| l).collect();
+                let text =
+                    std::fs::read_to_string(self.root.join(crate::identity::git_path(&h.name)));
+                let lines: Vec<String> =
+                    key_lines(&text.ok()?).into_iter().map(|(_, l)| l).collect();
                 (!lines.is_empty()).then_some((h.name.as_str(), lines))
             })
             .collect();

@@ -136,7 +136,9 @@ pub fn readers(fleet: &Fleet, e: &Entry) -> Result<Vec<String>> {
             .map(|h| h.name.as_str())
             .collect();
         if tagged.is_empty() {
-            bail!("the tag `{t}` matches no host in hosts/fleet.toml: check its spelling (`cargo xtask list`)");
+            bail!(
+                "the tag `{t}` matches no host in hosts/fleet.toml: check its spelling (`cargo xtask list`)"
+            );
         }
         out.extend(tagged.into_iter().map(String::from));
     }
@@ -156,7 +158,9 @@ pub fn nix_view(fleet: &Fleet) -> serde_json::Value {
         let mut readers: Vec<&str> = fleet
             .hosts
             .iter()
-            .filter(|h| e.all || e.hosts.contains(&h.name) || e.tags.iter().any(|t| h.tags.contains(t)))
+            .filter(|h| {
+                e.all || e.hosts.contains(&h.name) || e.tags.iter().any(|t| h.tags.contains(t))
+            })
             .map(|h| h.name.as_str())
             .collect();
         readers.sort();
@@ -188,7 +192,9 @@ fn encode_base64(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..=c.len() {
             s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -219,7 +225,11 @@ pub fn recipients(root: &Path, fleet: &Fleet, hosts: &[String]) -> Result<Vec<Re
             bail!(
                 "keys/authorized_keys:{n}: a {} key{}: age cannot encrypt to it, so that admin could not read secrets; add an ed25519 key (`ssh-keygen -t ed25519`, then `cargo xtask add-key`) and remove this one, or keep it only for SSH by moving it to a host's own configuration",
                 key.kind,
-                if key.comment.is_empty() { String::new() } else { format!(" ({})", key.comment) }
+                if key.comment.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", key.comment)
+                }
             );
         }
         out.push(Recipient {
@@ -229,7 +239,9 @@ pub fn recipients(root: &Path, fleet: &Fleet, hosts: &[String]) -> Result<Vec<Re
         });
     }
     if fleet.key_lines.is_empty() {
-        bail!("keys/authorized_keys has no admin key, so nobody could read the secret back: run `cargo xtask add-key`");
+        bail!(
+            "keys/authorized_keys has no admin key, so nobody could read the secret back: run `cargo xtask add-key`"
+        );
     }
     Ok(out)
 }
@@ -290,7 +302,12 @@ pub fn problems(root: &Path, fleet: &Fleet) -> Vec<Problem> {
     let entries = match read(root) {
         Ok(e) => e,
         Err(e) => {
-            out.push(Problem::new(FILE, 1, format!("{e:#}"), "fix the TOML (see documentation/secrets.md)"));
+            out.push(Problem::new(
+                FILE,
+                1,
+                format!("{e:#}"),
+                "fix the TOML (see documentation/secrets.md)",
+            ));
             return out;
         }
     };
@@ -301,7 +318,12 @@ pub fn problems(root: &Path, fleet: &Fleet) -> Vec<Problem> {
         let expected = match readers(fleet, e).and_then(|h| recipients(root, fleet, &h)) {
             Ok(r) => r,
             Err(err) => {
-                out.push(Problem::new(FILE, line, format!("secret `{name}`: {err:#}"), "fix the entry or the keys, then `cargo xtask secret rekey`"));
+                out.push(Problem::new(
+                    FILE,
+                    line,
+                    format!("secret `{name}`: {err:#}"),
+                    "fix the entry or the keys, then `cargo xtask secret rekey`",
+                ));
                 continue;
             }
         };
@@ -316,13 +338,26 @@ pub fn problems(root: &Path, fleet: &Fleet) -> Vec<Problem> {
         let (tags, _) = match header_tags(&bytes) {
             Ok(t) => t,
             Err(why) => {
-                out.push(Problem::new(&path, 1, format!("not a usable age file: {why}"), format!("set it again: `cargo xtask secret set {name} …`")));
+                out.push(Problem::new(
+                    &path,
+                    1,
+                    format!("not a usable age file: {why}"),
+                    format!("set it again: `cargo xtask secret set {name} …`"),
+                ));
                 continue;
             }
         };
         for r in &expected {
             if !tags.contains(&r.tag) {
-                out.push(Problem::new(FILE, line, format!("secret `{name}`: {} should read it but {path} is not encrypted to its key", r.who), rekey));
+                out.push(Problem::new(
+                    FILE,
+                    line,
+                    format!(
+                        "secret `{name}`: {} should read it but {path} is not encrypted to its key",
+                        r.who
+                    ),
+                    rekey,
+                ));
             }
         }
         let known: BTreeSet<&String> = expected.iter().map(|r| &r.tag).collect();
@@ -338,7 +373,12 @@ pub fn problems(root: &Path, fleet: &Fleet) -> Vec<Problem> {
             if let Some(name) = n.strip_suffix(".age")
                 && !entries.contains_key(name)
             {
-                out.push(Problem::new(&age_path(name), 1, format!("no entry for `{name}` in {FILE}, so no host gets it"), format!("delete it, or set it again with `cargo xtask secret set {name} …`")));
+                out.push(Problem::new(
+                    &age_path(name),
+                    1,
+                    format!("no entry for `{name}` in {FILE}, so no host gets it"),
+                    format!("delete it, or set it again with `cargo xtask secret set {name} …`"),
+                ));
             }
         }
     }
@@ -360,7 +400,14 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert(
             "db-pass".to_string(),
-            Entry { hosts: vec!["a".into()], tags: vec!["web".into()], owner: "root".into(), group: "root".into(), mode: "0400".into(), all: false },
+            Entry {
+                hosts: vec!["a".into()],
+                tags: vec!["web".into()],
+                owner: "root".into(),
+                group: "root".into(),
+                mode: "0400".into(),
+                all: false,
+            },
         );
         let text = render(&m);
         let back: BTreeMap<String, Entry> = toml::from_str(&text).unwrap();
@@ -375,10 +422,25 @@ mod tests {
     fn headers() {
         let good = b"age-encryption.org/v1\n-> ssh-ed25519 AbCdEf x\nbody\n-> X25519 y\nbody\n--- mac\n0123456789abcdef0123";
         let (tags, other) = header_tags(good).unwrap();
-        assert_eq!(tags.into_iter().collect::<Vec<_>>(), vec!["AbCdEf".to_string()]);
+        assert_eq!(
+            tags.into_iter().collect::<Vec<_>>(),
+            vec!["AbCdEf".to_string()]
+        );
         assert!(other);
-        assert!(header_tags(b"age-encryption.org/v1\n-> ssh-ed25519 A x\n").unwrap_err().contains("truncated"));
-        assert!(header_tags(b"hello\n--- x\n0123456789abcdef0123").unwrap_err().contains("not an age file"));
-        assert!(header_tags(b"age-encryption.org/v1\n-> ssh-ed25519 A x\nb\n--- m\nshort").unwrap_err().contains("no payload"));
+        assert!(
+            header_tags(b"age-encryption.org/v1\n-> ssh-ed25519 A x\n")
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            header_tags(b"hello\n--- x\n0123456789abcdef0123")
+                .unwrap_err()
+                .contains("not an age file")
+        );
+        assert!(
+            header_tags(b"age-encryption.org/v1\n-> ssh-ed25519 A x\nb\n--- m\nshort")
+                .unwrap_err()
+                .contains("no payload")
+        );
     }
 }

@@ -68,7 +68,10 @@ fn public_of(key: &Path) -> String {
 }
 
 fn two_words(line: &str) -> String {
-    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn keygen(path: &Path, kind: &str) {
@@ -245,7 +248,13 @@ fn sd_writes_the_host_key_onto_the_card() {
     let bin = assert_cmd::cargo::cargo_bin("xtask");
     let out = ns.run(
         bin,
-        &["--flake", root.to_str().unwrap(), "sd", "rpi-box-03", "--decompress"],
+        &[
+            "--flake",
+            root.to_str().unwrap(),
+            "sd",
+            "rpi-box-03",
+            "--decompress",
+        ],
     );
     assert!(
         out.status.success(),
@@ -294,7 +303,13 @@ fn sd_writes_the_host_key_onto_the_card() {
         ));
     let out = other.run(
         assert_cmd::cargo::cargo_bin("xtask"),
-        &["--flake", root.to_str().unwrap(), "sd", "rpi-box-03", "--dry-run"],
+        &[
+            "--flake",
+            root.to_str().unwrap(),
+            "sd",
+            "rpi-box-03",
+            "--dry-run",
+        ],
     );
     assert!(!out.status.success());
     assert!(
@@ -364,7 +379,10 @@ fn pis_are_checked_against_the_key_in_git() {
     commit(&repo);
     f.boot_all();
     let known = std::fs::read_to_string(f.work().join("known_hosts")).unwrap();
-    assert!(!known.contains(&format!(":{}]", f.pi("pi-git").port)), "{known}");
+    assert!(
+        !known.contains(&format!(":{}]", f.pi("pi-git").port)),
+        "{known}"
+    );
 
     // No prompt (stdin is empty), strict checking, and status says so.
     let out = run(&f, &data, &["status", "pi-git", "--json"]);
@@ -373,7 +391,11 @@ fn pis_are_checked_against_the_key_in_git() {
     assert_eq!(s[0]["host_key"], "matches git", "{s}");
     assert!(!text(&out.stderr).contains("first contact"));
     let out = run(&f, &data, &["status", "pi-git"]);
-    assert!(text(&out.stdout).contains("HOST KEY"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("HOST KEY"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A deploy connects the same way.
     f.set("pi-git", &Spec::version("1"));
@@ -394,7 +416,10 @@ fn pis_are_checked_against_the_key_in_git() {
         err.contains("is NOT the one in Git (hosts/pi-other/ssh_host_ed25519_key.pub)"),
         "{err}"
     );
-    assert!(err.contains("cargo xtask identity pi-other --import"), "{err}");
+    assert!(
+        err.contains("cargo xtask identity pi-other --import"),
+        "{err}"
+    );
     f.set("pi-other", &Spec::version("1"));
     commit(&repo);
     let before = f.generation("pi-other");
@@ -427,10 +452,17 @@ fn check_proves_nix_reads_the_same_host_keys() {
     let fleet = common::fixture_fleet();
     let root = fleet.path();
     let data = tempfile::tempdir().unwrap();
-    assert!(identity(root, data.path(), &["rpi-box-01"]).status.success());
+    assert!(
+        identity(root, data.path(), &["rpi-box-01"])
+            .status
+            .success()
+    );
     let out = common::xtask(root).arg("check").output().unwrap();
     let stdout = text(&out.stdout);
-    assert!(!stdout.contains("the flake's inventory differs"), "{stdout}");
+    assert!(
+        !stdout.contains("the flake's inventory differs"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("ssh_host_ed25519_key"), "{stdout}");
 
     // A private key inside the repository, a .pub file that is not one key.
@@ -441,7 +473,9 @@ fn check_proves_nix_reads_the_same_host_keys() {
     let stdout = text(&out.stdout);
     assert!(!out.status.success());
     assert!(
-        stdout.contains("hosts/rpi-box-03/ssh_host_ed25519_key:1: a private host key inside the repository"),
+        stdout.contains(
+            "hosts/rpi-box-03/ssh_host_ed25519_key:1: a private host key inside the repository"
+        ),
         "{stdout}"
     );
     assert!(

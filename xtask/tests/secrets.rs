@@ -127,7 +127,10 @@ fn set_show_rekey_round_trip_with_the_age_cli() {
     assert!(out.status.success());
     let file = root.join("secrets/db-pass.age");
     // The host it is for and the admin decrypt it; another host does not.
-    assert_eq!(age_decrypt(&f.host_key("rpi-box-01"), &file).unwrap(), VALUE);
+    assert_eq!(
+        age_decrypt(&f.host_key("rpi-box-01"), &file).unwrap(),
+        VALUE
+    );
     assert_eq!(age_decrypt(&f.admin(), &file).unwrap(), VALUE);
     assert!(age_decrypt(&f.host_key("rpi-box-03"), &file).is_err());
     // show (admin key from ~/.ssh), list.
@@ -140,14 +143,20 @@ fn set_show_rekey_round_trip_with_the_age_cli() {
         "{list}"
     );
     let toml = std::fs::read_to_string(root.join("secrets/secrets.toml")).unwrap();
-    assert!(toml.contains("[\"db-pass\"]\nhosts = [\"rpi-box-01\"]\n"), "{toml}");
+    assert!(
+        toml.contains("[\"db-pass\"]\nhosts = [\"rpi-box-01\"]\n"),
+        "{toml}"
+    );
 
     // Nothing to rekey yet.
     let before = std::fs::read(&file).unwrap();
     let out = f.run(&["secret", "rekey"], "");
     assert!(text(&out.stdout).contains("nothing to do"));
     assert_eq!(std::fs::read(&file).unwrap(), before);
-    let out = f.run(&["secret", "set", "other", "--host", "rpi-box-03"], "x-value\n");
+    let out = f.run(
+        &["secret", "set", "other", "--host", "rpi-box-03"],
+        "x-value\n",
+    );
     assert!(out.status.success());
     let other = std::fs::read(root.join("secrets/other.age")).unwrap();
 
@@ -164,8 +173,14 @@ fn set_show_rekey_round_trip_with_the_age_cli() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("re-encrypted secrets/db-pass.age"));
     assert!(!text(&out.stdout).contains("other.age"));
-    assert_eq!(std::fs::read(root.join("secrets/other.age")).unwrap(), other);
-    assert_eq!(age_decrypt(&f.host_key("rpi-box-01"), &file).unwrap(), VALUE);
+    assert_eq!(
+        std::fs::read(root.join("secrets/other.age")).unwrap(),
+        other
+    );
+    assert_eq!(
+        age_decrypt(&f.host_key("rpi-box-01"), &file).unwrap(),
+        VALUE
+    );
     assert!(age_decrypt(&old_key, &file).is_err());
 
     // rm.
@@ -184,7 +199,10 @@ fn set_show_rekey_round_trip_with_the_age_cli() {
         .arg(root)
         .status()
         .unwrap();
-    assert!(!grep.success(), "the value is in the repository in the clear");
+    assert!(
+        !grep.success(),
+        "the value is in the repository in the clear"
+    );
 }
 
 #[test]
@@ -214,7 +232,11 @@ fn bad_input_is_refused_and_changes_nothing() {
     let refused = |args: &[&str], stdin: &str, message: &str| {
         let out = f.run(args, stdin);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(text(&out.stderr).contains(message), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         assert_eq!(snapshot(), before, "{args:?} changed secrets/");
     };
     refused(
@@ -237,7 +259,11 @@ fn bad_input_is_refused_and_changes_nothing() {
         "v",
         "host `rpi-zero-01` has no identity yet, so it could not read the secret: make one with `cargo xtask identity rpi-zero-01`",
     );
-    refused(&["secret", "set", "../x", "--all"], "v", "is not a usable secret name");
+    refused(
+        &["secret", "set", "../x", "--all"],
+        "v",
+        "is not a usable secret name",
+    );
     refused(&["secret", "set", "x"], "v", "say who reads `x`");
 
     // An admin key age cannot encrypt to.
@@ -245,7 +271,11 @@ fn bad_input_is_refused_and_changes_nothing() {
     let ecdsa = f.keys.path().join("ecdsa");
     keygen(&ecdsa, "ecdsa", "");
     let ecdsa_pub = std::fs::read_to_string(ecdsa.with_extension("pub")).unwrap();
-    std::fs::write(root.join("keys/authorized_keys"), format!("{keys}{ecdsa_pub}")).unwrap();
+    std::fs::write(
+        root.join("keys/authorized_keys"),
+        format!("{keys}{ecdsa_pub}"),
+    )
+    .unwrap();
     refused(
         &["secret", "set", "x", "--host", "rpi-box-01"],
         "v",
@@ -257,7 +287,13 @@ fn bad_input_is_refused_and_changes_nothing() {
     let locked = f.keys.path().join("locked");
     keygen(&locked, "ed25519", "a passphrase");
     refused(
-        &["secret", "show", "db-pass", "--identity", locked.to_str().unwrap()],
+        &[
+            "secret",
+            "show",
+            "db-pass",
+            "--identity",
+            locked.to_str().unwrap(),
+        ],
         "",
         "has a passphrase and there is no terminal to ask for it",
     );
@@ -332,5 +368,8 @@ fn check_catches_recipient_mismatches() {
     let good = std::fs::read(&file).unwrap();
     std::fs::write(&file, &good[..40]).unwrap();
     let out = check();
-    assert!(out.contains("secrets/db-pass.age:1: not a usable age file"), "{out}");
+    assert!(
+        out.contains("secrets/db-pass.age:1: not a usable age file"),
+        "{out}"
+    );
 }

@@ -355,9 +355,7 @@ pub fn host_key(git_keyed: bool, f: &Result<Facts>) -> &'static str {
     match (git_keyed, f) {
         (false, _) => "not in git",
         (true, Ok(_)) => "matches git",
-        (true, Err(e)) if format!("{e:#}").contains("is NOT the one in Git") => {
-            "differs from git"
-        }
+        (true, Err(e)) if format!("{e:#}").contains("is NOT the one in Git") => "differs from git",
         (true, Err(_)) => "unchecked",
     }
 }

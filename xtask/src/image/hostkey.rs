@@ -41,8 +41,8 @@ pub fn put_script(source: &Path, dest: &str, mode: u32) -> String {
 /// into the ext4 filesystem at `offset` in `image`, then reads both back
 /// (owner, mode, size).
 pub fn inject(sh: &Shell, image: &Path, offset: u64, key: &Path, public: &str) -> Result<()> {
-    let debugfs = wifi::debugfs()
-        .context("debugfs is not installed: `sudo apt-get install e2fsprogs`")?;
+    let debugfs =
+        wifi::debugfs().context("debugfs is not installed: `sudo apt-get install e2fsprogs`")?;
     let private = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
     let pub_tmp = stream::partial(&image.with_file_name("host-key.pub"));
     std::fs::write(&pub_tmp, public)?;

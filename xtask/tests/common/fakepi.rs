@@ -631,7 +631,12 @@ impl Fleet {
         let words: Vec<&str> = words.split_whitespace().collect();
         let file = self.work().join("harness_known_hosts");
         let mut kh = std::fs::read_to_string(&file).unwrap_or_default();
-        kh += &format!("[127.0.0.1]:{} {} {}\n", self.pi(name).port, words[0], words[1]);
+        kh += &format!(
+            "[127.0.0.1]:{} {} {}\n",
+            self.pi(name).port,
+            words[0],
+            words[1]
+        );
         std::fs::write(&file, kh).unwrap();
         std::fs::write(ssh_dir.join("host_key.pub"), public.stdout).unwrap();
     }
