@@ -12,6 +12,7 @@
     ./wifi.nix
     ./docker.nix
     ./containers.nix
+    ./secrets.nix
     (./hardware + "/${host.model}.nix")
   ];
 }

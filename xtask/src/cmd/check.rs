@@ -162,7 +162,7 @@ pub fn lock_problems(text: &str) -> Vec<Problem> {
     };
     let line_of = |node: &str| {
         text.lines()
-            .position(|l| l.trim_start().starts_with(&format!("\"{node}\":")))
+            .position(|l| l.trim_start().starts_with(&format!("\"{node}\": {{")))
             .map_or(0, |i| i + 1)
     };
     let mut problems = Vec::new();
