@@ -366,6 +366,34 @@ pub fn problems(root: &Path, fleet: &Fleet) -> Vec<Problem> {
             out.push(Problem::new(FILE, line, format!("secret `{name}`: {extra} key(s) no longer listed (a removed host or admin key, or a host's old key) can still read {path}"), rekey));
         }
     }
+    // Containers' secrets: each one exists and its host reads it.
+    for h in &fleet.hosts {
+        let Ok(containers) = crate::containers::read(root, &h.name) else {
+            continue;
+        };
+        let file = crate::containers::file(&h.name);
+        let ctext = std::fs::read_to_string(root.join(&file)).unwrap_or_default();
+        for c in containers {
+            for n in &c.secrets {
+                let reads = entries
+                    .get(n)
+                    .and_then(|e| readers(fleet, e).ok())
+                    .is_some_and(|r| r.contains(&h.name));
+                if !reads {
+                    let line = ctext
+                        .lines()
+                        .position(|l| l.contains("secrets") && l.contains(&format!("\"{n}\"")))
+                        .map_or(1, |i| i + 1);
+                    out.push(Problem::new(
+                        &file,
+                        line,
+                        format!("container `{}` uses the secret `{n}`, which {} does not read", c.name, h.name),
+                        format!("`cargo xtask secret set {n} --host {}` (or add the host to its entry and `cargo xtask secret rekey`)", h.name),
+                    ));
+                }
+            }
+        }
+    }
     // .age files without an entry.
     if let Ok(dir) = std::fs::read_dir(root.join(DIR)) {
         for f in dir.flatten() {

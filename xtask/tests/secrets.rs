@@ -363,6 +363,19 @@ fn check_catches_recipient_mismatches() {
     let out = check();
     assert!(!out.contains("secret `db-pass`"), "{out}");
 
+    // A container using a secret its host does not read (db-pass is rpi-box-03's now).
+    std::fs::write(
+        root.join("hosts/rpi-box-01/containers.toml"),
+        "[[container]]\nname = \"db\"\nimage = \"postgres@sha256:0000000000000000000000000000000000000000000000000000000000000000\"\nsecrets = [\"db-pass\"]\n",
+    )
+    .unwrap();
+    let out = check();
+    assert!(
+        out.contains("hosts/rpi-box-01/containers.toml:4: container `db` uses the secret `db-pass`, which rpi-box-01 does not read"),
+        "{out}"
+    );
+    std::fs::remove_file(root.join("hosts/rpi-box-01/containers.toml")).unwrap();
+
     // A truncated file.
     let file = root.join("secrets/db-pass.age");
     let good = std::fs::read(&file).unwrap();
