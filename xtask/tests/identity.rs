@@ -294,6 +294,25 @@ fn sd_writes_the_host_key_onto_the_card() {
         .unwrap();
     assert!(e2fsck.status.success(), "{}", text(&e2fsck.stdout));
 
+    // The private key is in no log, not in Git, not in the build's closure.
+    let private = std::fs::read_to_string(&back).unwrap();
+    let needle = private.lines().nth(1).unwrap().to_string();
+    assert!(!text(&out.stdout).contains(&needle) && !text(&out.stderr).contains(&needle));
+    let grep = Command::new("git")
+        .args(["-C", root.to_str().unwrap(), "grep", "-qF", &needle])
+        .status()
+        .unwrap();
+    assert!(!grep.success(), "the host key is in Git");
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("out/rpi-box-03/rpi-box-03.img.json")).unwrap(),
+    )
+    .unwrap();
+    let hits = store_contains(record["store_path"].as_str().unwrap(), &needle);
+    assert!(
+        hits.is_empty(),
+        "the host key is in the Nix store: {hits:?}"
+    );
+
     // Git has the key but this workstation (a namespace with another,
     // empty HOME) lacks the private half: refused before building.
     let other = binfmt_ns::BinfmtNs::new()
@@ -317,6 +336,42 @@ fn sd_writes_the_host_key_onto_the_card() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Every file of the build's closure (derivations, sources, outputs; .zst
+/// files decompressed) that contains `needle`.
+fn store_contains(store_path: &str, needle: &str) -> Vec<String> {
+    let nix_store = |args: &[&str]| {
+        let out = common::command("nix-store").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let drv = nix_store(&["-qd", store_path]);
+    let closure = nix_store(&["-qR", "--include-outputs", drv.trim()]);
+    let mut hits = Vec::new();
+    let mut stack: Vec<PathBuf> = closure.lines().map(Into::into).collect();
+    assert!(stack.len() >= 2, "{closure}");
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if meta.is_file() {
+            let bytes = if p.extension().is_some_and(|e| e == "zst") {
+                Command::new("zstd")
+                    .arg("-dc")
+                    .arg(&p)
+                    .output()
+                    .unwrap()
+                    .stdout
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
 }
 
 /// The shared Debian root of the fake Pis, or None when the test must skip.
