@@ -3,8 +3,23 @@
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
+  # Secrets on the Pis (`cargo xtask secret`): agenix decrypts them with the
+  # host key at activation. Pinned in flake.lock (rev and narHash confirmed
+  # in two public lock files); its darwin and home-manager inputs are cut off
+  # so nothing else is fetched.
+  inputs.agenix = {
+    url = "github:ryantm/agenix";
+    inputs.nixpkgs.follows = "nixpkgs";
+    inputs.darwin.follows = "";
+    inputs.home-manager.follows = "";
+  };
+
   outputs =
-    { self, nixpkgs }:
+    {
+      self,
+      nixpkgs,
+      agenix,
+    }:
     let
       inherit (nixpkgs) lib;
 
@@ -23,6 +38,7 @@
         lib.nixosSystem {
           specialArgs = { inherit inventory host monitoring; };
           modules = [
+            agenix.nixosModules.default
             ./modules
             (./hosts + "/${name}")
           ];

@@ -55,13 +55,44 @@ let
       m = builtins.match "[[:space:]]*(.*[^[:space:]])[[:space:]]*" s;
     in
     if m == null then "" else builtins.head m;
-  lines =
-    if builtins.pathExists keysFile then
-      map trim (builtins.filter builtins.isString (builtins.split "\n" (builtins.readFile keysFile)))
+  keyLines =
+    file:
+    if builtins.pathExists file then
+      builtins.filter (l: l != "" && builtins.substring 0 1 l != "#") (
+        map trim (builtins.filter builtins.isString (builtins.split "\n" (builtins.readFile file)))
+      )
     else
       [ ];
+  lines = keyLines keysFile;
+  # A host's identity: the public SSH host key `cargo xtask identity` wrote.
+  hostKeyLines = h: keyLines (root + "/hosts/${h.name}/ssh_host_ed25519_key.pub");
+
+  # secrets/secrets.toml (written by `cargo xtask secret`): who reads each
+  # secrets/<name>.age, and its owner and mode on the Pi.
+  secretsFile = root + "/secrets/secrets.toml";
+  hostList = fleet.host or [ ];
+  readersOf =
+    e:
+    builtins.sort builtins.lessThan (
+      map (h: h.name) (
+        builtins.filter (
+          h:
+          (e.all or false)
+          || builtins.elem h.name (e.hosts or [ ])
+          || builtins.any (t: builtins.elem t (h.tags or [ ])) (e.tags or [ ])
+        ) hostList
+      )
+    );
 in
 {
+  # Every secret: the hosts that read it (sorted), owner, group, mode.
+  secrets = builtins.mapAttrs (name: e: {
+    readers = readersOf e;
+    owner = e.owner or "root";
+    group = e.group or "root";
+    mode = e.mode or "0400";
+  }) (if builtins.pathExists secretsFile then builtins.fromTOML (builtins.readFile secretsFile) else { });
+
   hosts = builtins.listToAttrs (
     map (h: {
       inherit (h) name;
@@ -81,6 +112,26 @@ in
     monitoring = (fleet.fleet or { }).monitoring or null;
   };
 
+  # Hosts with an identity in Git: their ssh_host_ed25519_key.pub lines
+  # (comments dropped); hosts without one are absent.
+  host_keys = builtins.listToAttrs (
+    builtins.concatMap (
+      h:
+      let
+        ls = hostKeyLines h;
+      in
+      if ls == [ ] then
+        [ ]
+      else
+        [
+          {
+            inherit (h) name;
+            value = ls;
+          }
+        ]
+    ) (fleet.host or [ ])
+  );
+
   # authorized_keys lines (comments dropped) for every Pi's admin users.
-  admin_keys = builtins.filter (l: l != "" && builtins.substring 0 1 l != "#") lines;
+  admin_keys = lines;
 }

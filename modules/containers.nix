@@ -3,7 +3,12 @@
 # virtualisation.oci-containers. Images are pinned by digest, so every Pi
 # runs exactly the image the repository names; `cargo xtask check` reports
 # an unpinned image with file:line without needing nixpkgs.
-{ lib, host, ... }:
+{
+  lib,
+  config,
+  host,
+  ...
+}:
 let
   file = ../hosts + "/${host.name}/containers.toml";
   declared =
@@ -14,10 +19,18 @@ let
   pinned = image: builtins.match ".+@sha256:[0-9a-f]{64}" image != null;
 in
 {
-  assertions = map (c: {
-    assertion = pinned c.image;
-    message = "hosts/${host.name}/containers.toml: the image of container `${c.name}` (${c.image}) is not pinned by digest: write it as <name>[:<tag>]@sha256:<digest> (`cargo xtask check` lists every one)";
-  }) declared;
+  assertions =
+    map (c: {
+      assertion = pinned c.image;
+      message = "hosts/${host.name}/containers.toml: the image of container `${c.name}` (${c.image}) is not pinned by digest: write it as <name>[:<tag>]@sha256:<digest> (`cargo xtask check` lists every one)";
+    }) declared
+    ++ builtins.concatMap (
+      c:
+      map (n: {
+        assertion = config.age.secrets ? ${n};
+        message = "hosts/${host.name}/containers.toml: container `${c.name}` uses the secret `${n}`, which ${host.name} does not read: `cargo xtask secret set ${n} --host ${host.name}` (`cargo xtask check` lists every one)";
+      }) (c.secrets or [ ])
+    ) declared;
 
   virtualisation.oci-containers.containers = builtins.listToAttrs (
     map (c: {
@@ -27,6 +40,9 @@ in
         ports = c.ports or [ ];
         volumes = c.volumes or [ ];
         environment = c.environment or { };
+        # Decrypted by agenix at activation (/run/agenix/<name>), read by
+        # Docker when the container starts: never in the Nix store.
+        environmentFiles = map (n: config.age.secrets.${n}.path) (c.secrets or [ ]);
       };
     }) declared
   );

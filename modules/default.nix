@@ -13,6 +13,7 @@
     ./docker.nix
     ./containers.nix
     ./monitoring
+    ./secrets.nix
     (./hardware + "/${host.model}.nix")
   ];
 }

@@ -20,6 +20,10 @@ pub struct Container {
     pub volumes: Vec<String>,
     #[serde(default)]
     pub environment: std::collections::BTreeMap<String, String>,
+    /// Secrets (`cargo xtask secret`) given to it as environment files:
+    /// each `secrets/<name>.age` holds `KEY=value` lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -295,7 +295,18 @@ impl Fleet {
         let hosts: BTreeMap<&str, &Host> =
             self.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
         let keys: Vec<&str> = self.key_lines.iter().map(|(_, l)| l.as_str()).collect();
-        serde_json::json!({ "hosts": hosts, "admin_keys": keys, "fleet": self.settings })
+        let host_keys: BTreeMap<&str, Vec<String>> = self
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let text =
+                    std::fs::read_to_string(self.root.join(crate::identity::git_path(&h.name)));
+                let lines: Vec<String> =
+                    key_lines(&text.ok()?).into_iter().map(|(_, l)| l).collect();
+                (!lines.is_empty()).then_some((h.name.as_str(), lines))
+            })
+            .collect();
+        serde_json::json!({ "hosts": hosts, "admin_keys": keys, "host_keys": host_keys, "secrets": crate::secrets::nix_view(self), "fleet": self.settings })
     }
 }
 

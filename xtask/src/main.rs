@@ -14,6 +14,7 @@ mod flash;
 mod fleet_bench;
 mod git;
 mod health;
+mod identity;
 mod image;
 mod interrupt;
 mod inventory;
@@ -22,6 +23,7 @@ mod nix;
 mod nix_error;
 mod reach;
 mod repo;
+mod secrets;
 mod ssh;
 mod sshkey;
 mod time;
@@ -54,6 +56,10 @@ enum Command {
     SetupBinfmt(cmd::setup_binfmt::Args),
     /// Add a Pi: its inventory entry and hosts/<name>/default.nix
     NewHost(cmd::new_host::Args),
+    /// Make a host's SSH host key here (or adopt a Pi's): public half in Git, private kept here
+    Identity(cmd::identity::Args),
+    /// Secrets for the Pis, age-encrypted to their host keys and the admin keys: set, show, list, rm, rekey
+    Secret(cmd::secret::Args),
     /// Add an SSH public key to the admin keys every Pi accepts
     AddKey(cmd::add_key::Args),
     /// Find everything wrong with the fleet definition, with file:line and the fix
@@ -105,6 +111,8 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
+        Command::Identity(args) => cmd::identity::run(&root()?, args),
+        Command::Secret(args) => cmd::secret::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::List(args) => cmd::list::run(&root()?, args),

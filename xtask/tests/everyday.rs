@@ -43,6 +43,8 @@ fn into_closed_pipe(root: &Path, args: &[&str]) -> Output {
     Command::new(assert_cmd::cargo::cargo_bin("xtask"))
         .arg("--flake")
         .arg(root)
+        // new-host makes a host key: kept with the test's files
+        .env("XDG_DATA_HOME", common::test_data_home())
         .args(args)
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
@@ -162,7 +164,9 @@ fn check_reports_files_git_does_not_track() {
         "{stdout}"
     );
     assert!(!stdout.contains("no problems"), "{stdout}");
-    git(root, &["add", "hosts/rpi-box-07/default.nix"]);
+    // new-host also made its identity (hosts/rpi-box-07/*.pub, keys/fleet-id).
+    assert!(stdout.contains("fix: `git add keys/fleet-id`"), "{stdout}");
+    git(root, &["add", "hosts/rpi-box-07", "keys/fleet-id"]);
     let out = xtask(root).arg("check").output().unwrap();
     assert!(
         !text(&out.stdout).contains("not tracked"),

@@ -164,7 +164,8 @@ address = "192.0.2.9"
         "keys/authorized_keys:1: not a usable SSH public key",
         "keys/authorized_keys:2: not a usable SSH public key: this is a private key",
         "hosts/fleet.toml:1: host `rpi-box-01`: the image would be unreachable",
-        "flake.lock:3: input `nixpkgs` has no narHash",
+        "flake.lock:3: input `agenix` has no narHash",
+        "flake.lock:26: input `nixpkgs` has no narHash",
         "hosts/rpi-box-01/default.nix:2: does not parse",
     ];
     // A host with another problem still owns its folder.

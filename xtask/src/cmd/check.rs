@@ -61,6 +61,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     problems.extend(check_lock(root)?);
     problems.extend(check_untracked(root)?);
     problems.extend(crate::container_pins::problems(&fleet)?);
+    problems.extend(crate::identity::problems(&fleet));
+    problems.extend(crate::secrets::problems(root, &fleet));
     if nix::installed() {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);
@@ -170,7 +172,7 @@ pub fn lock_problems(text: &str) -> Vec<Problem> {
     };
     let line_of = |node: &str| {
         text.lines()
-            .position(|l| l.trim_start().starts_with(&format!("\"{node}\":")))
+            .position(|l| l.trim_start().starts_with(&format!("\"{node}\": {{")))
             .map_or(0, |i| i + 1)
     };
     let mut problems = Vec::new();

@@ -122,6 +122,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         println!("would append to {INVENTORY}:\n\n{entry}");
         println!("would create hosts/{}/default.nix", args.name);
+        super::identity::ensure(root, &args.name, None, true)?;
         return Ok(());
     }
     std::fs::create_dir_all(&dir)?;
@@ -138,9 +139,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         "added {} ({}, {}) to {INVENTORY} and created hosts/{}/default.nix",
         args.name, args.model, address, args.name
     );
+    // Its SSH host key, made here so the first contact needs no prompt.
+    super::identity::ensure(root, &args.name, None, false)?;
     println!("next:");
     println!(
-        "  git add {INVENTORY} hosts/{}   # flakes do not see untracked files",
+        "  git add {INVENTORY} {} hosts/{}   # flakes do not see untracked files",
+        crate::identity::FLEET_ID,
         args.name
     );
     println!("  cargo xtask check");

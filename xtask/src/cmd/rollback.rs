@@ -36,7 +36,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     args.timeouts.check()?;
     let hosts = deploy::load_selected(root, &args.hosts, args.all, &args.tag)?;
     let run = deploy::run_id("rollback");
-    let ssh = Ssh::new(args.timeouts.connect_timeout)?;
+    let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let ssh = Ssh::new(args.timeouts.connect_timeout)?.with_git_keys(root, &names)?;
     let ctx = Ctx {
         root,
         ssh: &ssh,

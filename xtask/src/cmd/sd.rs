@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::image::info::{self, ImageInfo};
-use crate::image::{mbr, stream, wifi};
+use crate::image::{hostkey, mbr, stream, wifi};
 use crate::inventory::{self, Fleet, Host, INVENTORY};
 use crate::{capture, container_pins, exec, git, nix, nix_error};
 
@@ -48,6 +48,8 @@ struct Plan {
     passphrase: Option<String>,
     /// Ask for the password once the build succeeded.
     ask: bool,
+    /// The host's private SSH host key and its public line (identity in Git).
+    host_key: Option<(PathBuf, String)>,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -258,11 +260,26 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         ));
     }
 
+    // The host's identity: its private key goes onto the card.
+    let host_key = match crate::identity::card_key(sh, root, &host.name) {
+        Ok(k) => k,
+        Err(e) => {
+            refusals.push(format!("{e:#}"));
+            None
+        }
+    };
+    if host_key.is_none() && crate::identity::git_key(root, &host.name).is_ok_and(|k| k.is_none()) {
+        eprintln!(
+            "note: `{}` has no identity in Git, so the Pi makes its own host key and the first SSH contact asks about it: `cargo xtask identity {}` avoids that",
+            host.name, host.name
+        );
+    }
+
     // The tools that finish the image.
     if !exec::have("zstd") {
         refusals.push("zstd is not installed: `sudo apt-get install zstd`".to_string());
     }
-    if host.wifi.is_some() && wifi::debugfs().is_none() {
+    if (host.wifi.is_some() || host_key.is_some()) && wifi::debugfs().is_none() {
         refusals.push(
             "debugfs (which writes the Wi-Fi secrets into the image) is not installed: `sudo apt-get install e2fsprogs`"
                 .to_string(),
@@ -342,6 +359,7 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         git: status,
         passphrase,
         ask,
+        host_key,
     })
 }
 
@@ -369,13 +387,14 @@ fn deliver(
     }
     let keep_raw = decompress.then_some(raw_tmp.as_path());
 
-    let (zsum, rsum) = match &plan.passphrase {
-        None if compressed => {
+    let finish = plan.passphrase.is_some() || plan.host_key.is_some();
+    let (zsum, rsum) = match finish {
+        false if compressed => {
             let zsum = stream::copy(&src, &zst_tmp)?;
             let rsum = stream::zstd(&["-d", "-c"], &zst_tmp, keep_raw)?;
             (zsum, rsum)
         }
-        None => {
+        false => {
             let rsum = match keep_raw {
                 Some(t) => stream::copy(&src, t)?,
                 None => stream::hash_file(&src)?,
@@ -383,7 +402,7 @@ fn deliver(
             let zsum = stream::zstd(&["-T0", "-c"], &src, Some(&zst_tmp))?;
             (zsum, rsum)
         }
-        Some(passphrase) => {
+        true => {
             if compressed {
                 stream::zstd(&["-d", "-c"], &src, Some(&raw_tmp))?;
             } else {
@@ -396,13 +415,23 @@ fn deliver(
             }
             let root = mbr::root_partition(&first)
                 .with_context(|| format!("{} is not a NixOS SD image", src.display()))?;
-            eprintln!(
-                "writing the Wi-Fi secrets into partition {} at {} ({}, root 0600)",
-                root.number,
-                root.offset(),
-                wifi::SECRETS_FILE
-            );
-            wifi::inject(sh, &raw_tmp, root.offset(), passphrase)?;
+            if let Some(passphrase) = &plan.passphrase {
+                eprintln!(
+                    "writing the Wi-Fi secrets into partition {} at {} ({}, root 0600)",
+                    root.number,
+                    root.offset(),
+                    wifi::SECRETS_FILE
+                );
+                wifi::inject(sh, &raw_tmp, root.offset(), passphrase)?;
+            }
+            if let Some((key, public)) = &plan.host_key {
+                eprintln!(
+                    "writing the host key into partition {} ({}, root 0600)",
+                    root.number,
+                    crate::identity::ON_PI
+                );
+                hostkey::inject(sh, &raw_tmp, root.offset(), key, public)?;
+            }
             let rsum = stream::hash_file(&raw_tmp)?;
             let zsum = stream::zstd(&["-T0", "-c"], &raw_tmp, Some(&zst_tmp))?;
             if !decompress {

@@ -85,6 +85,9 @@ pub struct Status {
     pub sd_image: Option<ImageInfo>,
     /// Temperature, throttling, memory, root filesystem, load.
     pub health: Option<Health>,
+    /// The host key it presents: matches git | differs from git | not in
+    /// git (first contact asks) | unchecked (unreachable before the check).
+    pub host_key: Option<String>,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -125,8 +128,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             deploy::select(&fleet, &valid, false, &[])?
         }
     };
-    let ssh = Ssh::new(args.connect_timeout)?;
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let ssh = Ssh::new(args.connect_timeout)?.with_git_keys(root, &names)?;
     let (expected, facts) = std::thread::scope(|s| {
         let eval = s.spawn(|| {
             if args.no_eval {
@@ -150,21 +153,23 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     });
     let eval_error = expected.as_ref().err().map(|e| format!("{e:#}"));
     let expected = expected.unwrap_or_default();
-    drop(ssh);
     let mut rows: Vec<Status> = hosts
         .iter()
         .zip(facts)
         .map(|(h, f)| {
             let f = f.unwrap_or_else(|| Err(anyhow::anyhow!("not probed")));
+            let keyed = ssh.has_git_key(&Target::of(h));
             status(
                 root,
                 h,
+                keyed,
                 f,
                 expected.get(&h.name).cloned().flatten(),
                 eval_error.as_deref(),
             )
         })
         .collect();
+    drop(ssh);
     rows.extend(
         invalid
             .into_iter()
@@ -231,6 +236,7 @@ fn empty(host: String, state: &str) -> Status {
         uptime_seconds: None,
         sd_image: None,
         health: None,
+        host_key: None,
     }
 }
 
@@ -281,7 +287,7 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<(Facts, Health)> {
     }
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let failure = ssh::classify(&err);
-    if failure == ssh::Failure::UnknownHostKey {
+    if failure == ssh::Failure::UnknownHostKey && !ssh.has_git_key(&t) {
         // First contact: ask about the key, then probe again.
         ssh.connect(&t, &|c| eprintln!("$ {}", ssh::show(c)))?;
         ssh.disconnect(&t);
@@ -310,6 +316,7 @@ fn parse_probe(stdout: &[u8]) -> (Facts, Health) {
 fn status(
     root: &Path,
     h: &Host,
+    git_keyed: bool,
     f: Result<(Facts, Health)>,
     expected: Option<String>,
     eval_error: Option<&str>,
@@ -318,6 +325,7 @@ fn status(
     s.containers_declared = containers::read(root, &h.name).ok().map(|c| c.len());
     s.sd_image = image::info::read(root, &h.name);
     s.expected = expected.clone();
+    s.host_key = Some(host_key(git_keyed, &f).into());
     let f = match f {
         Ok((f, health)) => {
             s.health = Some(health);
@@ -360,6 +368,17 @@ fn status(
     s
 }
 
+/// Whether the key the host presented is the one in Git: a connection to a
+/// host with its key in Git only succeeds with that key.
+pub fn host_key<T>(git_keyed: bool, f: &Result<T>) -> &'static str {
+    match (git_keyed, f) {
+        (false, _) => "not in git",
+        (true, Ok(_)) => "matches git",
+        (true, Err(e)) if format!("{e:#}").contains("is NOT the one in Git") => "differs from git",
+        (true, Err(_)) => "unchecked",
+    }
+}
+
 /// In sync / outdated / drifted / unknown, and why (see the module docs).
 pub fn sync(expected: Option<&str>, f: &Facts, eval_error: Option<&str>) -> (&'static str, String) {
     let Some(exp) = expected else {
@@ -400,7 +419,13 @@ pub fn sync(expected: Option<&str>, f: &Facts, eval_error: Option<&str>) -> (&'s
 fn print(rows: &[Status]) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let declared = |s: &Status| opt(s.containers_declared.map(|n| n.to_string()));
-    let table: Vec<[String; 9]> = rows
+    let key = |s: &Status| match s.host_key.as_deref() {
+        Some("matches git") => "git".to_string(),
+        Some("differs from git") => "DIFFERS".to_string(),
+        Some("not in git") => "tofu".to_string(),
+        _ => "-".to_string(),
+    };
+    let table: Vec<[String; 10]> = rows
         .iter()
         .map(|s| {
             if !s.reachable {
@@ -414,6 +439,7 @@ fn print(rows: &[Status]) {
                     format!("-/{}", declared(s)),
                     "-".into(),
                     image(s),
+                    key(s),
                 ];
             }
             let mut git = opt(s.sync.clone());
@@ -440,6 +466,7 @@ fn print(rows: &[Status]) {
                     .map(human_duration)
                     .unwrap_or_else(|| "?".into()),
                 image(s),
+                key(s),
             ]
         })
         .collect();
@@ -454,6 +481,7 @@ fn print(rows: &[Status]) {
             "CONTAINERS",
             "UPTIME",
             "SD IMAGE",
+            "HOST KEY",
         ],
         &table,
     );

@@ -217,7 +217,7 @@ fn deploy_steps(
 
     step("copying");
     log.run_ok(
-        &mut nix::copy_to(&t.destination(), &ctx.ssh.nix_sshopts(Some(t.port)), &path),
+        &mut nix::copy_to(&t.destination(), &ctx.ssh.nix_sshopts_to(&t), &path),
         None,
         "copying the closure",
     )?;

@@ -61,7 +61,7 @@ pub fn plan(ctx: &Ctx, h: &Host, rollback_to: Option<Option<u64>>) -> Vec<String
         ));
         lines.push(show(nix::copy_to(
             &t.destination(),
-            &ssh.nix_sshopts(Some(t.port)),
+            &ssh.nix_sshopts_to(&t),
             "<toplevel>",
         )));
         ("set", "<toplevel>".to_string())

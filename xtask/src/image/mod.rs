@@ -1,7 +1,8 @@
 //! SD card images: where `cargo xtask sd` puts them and what it records
-//! (`info`), their partition table (`mbr`), the Wi-Fi secrets it writes into
-//! them (`wifi`) and the streaming copy/hash/compress steps (`stream`).
+//! (`info`), their partition table (`mbr`), the Wi-Fi secrets and host key it
+//! writes into them (`wifi`, `hostkey`) and the streaming copy/hash/compress steps (`stream`).
 
+pub mod hostkey;
 pub mod info;
 pub mod mbr;
 pub mod stream;

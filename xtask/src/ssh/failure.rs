@@ -84,9 +84,45 @@ impl Failure {
     }
 }
 
+/// Whether a failure to a host with its key in Git means the host showed
+/// another key (or none of type ed25519).
+pub fn not_git_key(f: &Failure, text: &str) -> bool {
+    matches!(f, Failure::ChangedHostKey | Failure::UnknownHostKey)
+        || text.contains("no matching host key type")
+}
+
+/// A host refused because its key is not the one in Git: which file, and
+/// what to do.
+pub fn git_key_message(t: &Target) -> String {
+    let file = crate::identity::git_path(&t.name);
+    format!(
+        "{}: the SSH host key of {}:{} is NOT the one in Git ({file}), so the connection was refused; if the Pi was re-flashed with a card made elsewhere or before its identity existed, write its card again (`cargo xtask sd {}`, then `cargo xtask flash {}`) or adopt the key it has (`cargo xtask identity {} --import <a copy of its /etc/ssh/ssh_host_ed25519_key>`); if nothing changed on the Pi, someone may be intercepting the connection: do not deploy to it",
+        t.name, t.address, t.port, t.name, t.name, t.name
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_key_refusal() {
+        let t = Target {
+            name: "pi".into(),
+            user: "root".into(),
+            address: "192.0.2.7".into(),
+            port: 22,
+        };
+        let m = git_key_message(&t);
+        assert!(m.contains("hosts/pi/ssh_host_ed25519_key.pub"));
+        assert!(m.contains("cargo xtask identity pi --import"));
+        assert!(not_git_key(&Failure::ChangedHostKey, ""));
+        assert!(not_git_key(
+            &Failure::Other,
+            "Unable to negotiate with 192.0.2.7 port 22: no matching host key type found"
+        ));
+        assert!(!not_git_key(&Failure::Denied, "Permission denied"));
+    }
 
     #[test]
     fn classifies_failures() {

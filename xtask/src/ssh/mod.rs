@@ -9,9 +9,16 @@
 //! - remote commands are `sh -c <script> sh <args…>` with every argument
 //!   single-quoted here, so no caller builds a shell string by hand.
 //!
+//! Hosts with an identity in Git (`hosts/<name>/ssh_host_ed25519_key.pub`,
+//! see `identity.rs`) are checked against that key only, through a
+//! known_hosts file generated from Git ([`Ssh::with_git_keys`]): no prompt on
+//! first contact, and any other key is refused. Hosts without one keep the
+//! first-contact question.
+//!
 //! `PI_NIXOS_SSH_CONFIG=<file>` makes every ssh call use that ssh_config
 //! instead of `~/.ssh/config` (a fleet-specific key or known_hosts file).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -130,6 +137,8 @@ pub struct Ssh {
     config: Option<PathBuf>,
     pub connect_timeout: u64,
     dir: PathBuf,
+    /// Hosts whose key is in Git, checked against [`Ssh::git_known_hosts`] only.
+    git_keyed: BTreeSet<String>,
 }
 
 impl Ssh {
@@ -142,7 +151,44 @@ impl Ssh {
             config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
             connect_timeout,
             dir,
+            git_keyed: BTreeSet::new(),
         })
+    }
+
+    /// Checks the hosts of `names` that have a key in Git against that key
+    /// only (a known_hosts file generated from Git, in this run's folder).
+    pub fn with_git_keys(mut self, root: &Path, names: &[String]) -> Result<Ssh> {
+        let keys = crate::identity::git_keys(root, names)?;
+        std::fs::write(self.git_known_hosts(), crate::identity::known_hosts(&keys))
+            .context("cannot write the known_hosts file generated from Git")?;
+        self.git_keyed = keys.into_iter().map(|(n, _)| n).collect();
+        Ok(self)
+    }
+
+    fn git_known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts.git")
+    }
+
+    /// Whether `t`'s host key is checked against the one in Git.
+    pub fn has_git_key(&self, t: &Target) -> bool {
+        self.git_keyed.contains(&t.name)
+    }
+
+    /// For a host with its key in Git: that file only, looked up by the
+    /// host's name (`HostKeyAlias`, so address and port do not matter).
+    fn identity_options(&self, t: &Target) -> Vec<String> {
+        if !self.has_git_key(t) {
+            return Vec::new();
+        }
+        [
+            format!("UserKnownHostsFile={}", self.git_known_hosts().display()),
+            "GlobalKnownHostsFile=/dev/null".to_string(),
+            format!("HostKeyAlias={}", t.name),
+            "HostKeyAlgorithms=ssh-ed25519".to_string(),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect()
     }
 
     /// Options shared by every ssh call (and by `nix copy` through NIX_SSHOPTS):
@@ -180,7 +226,8 @@ impl Ssh {
 
     fn base(&self, t: &Target) -> Command {
         let mut c = Command::new("ssh");
-        c.args(self.options(Some(t.port)));
+        c.args(self.options(Some(t.port)))
+            .args(self.identity_options(t));
         c
     }
 
@@ -188,6 +235,13 @@ impl Ssh {
     /// copy rides on the host's master connection.
     pub fn nix_sshopts(&self, port: Option<u16>) -> String {
         self.options(port).join(" ")
+    }
+
+    /// [`Ssh::nix_sshopts`] for a Pi, with its identity from Git checked.
+    pub fn nix_sshopts_to(&self, t: &Target) -> String {
+        let mut o = self.options(Some(t.port));
+        o.extend(self.identity_options(t));
+        o.join(" ")
     }
 
     /// A command that runs `script` on the host over its master connection
@@ -205,6 +259,7 @@ impl Ssh {
     pub fn fresh_command(&self, t: &Target, script: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ssh");
         c.args(self.options_with(Some(t.port), "no", "none"))
+            .args(self.identity_options(t))
             .arg(t.destination())
             .arg("--")
             .arg(remote_command(&t.user, script, args));
@@ -226,6 +281,7 @@ impl Ssh {
         let mut c = Command::new("ssh");
         let path = format!("{}/%C", self.dir.display());
         c.args(self.options_with(Some(t.port), "yes", &path))
+            .args(self.identity_options(t))
             .args(["-o", "ControlPersist=600", "-N", "-f", "-v", "-E"])
             .arg(self.master_log(t))
             .arg(t.destination());
@@ -280,7 +336,9 @@ impl Ssh {
                 text
             };
             match classify(&text) {
-                Failure::UnknownHostKey if attempt == 0 => self.ask_host_key(t)?,
+                Failure::UnknownHostKey if attempt == 0 && !self.has_git_key(t) => {
+                    self.ask_host_key(t)?
+                }
                 f => bail!("{}", self.failure_message(&f, t, &text)),
             }
         }
@@ -289,6 +347,9 @@ impl Ssh {
 
     /// [`Failure::message`] with the known_hosts file ssh reads for `t`.
     pub fn failure_message(&self, f: &Failure, t: &Target, text: &str) -> String {
+        if self.has_git_key(t) && failure::not_git_key(f, text) {
+            return failure::git_key_message(t);
+        }
         let file = self
             .known_hosts_file(t)
             .unwrap_or_else(|_| PathBuf::from("~/.ssh/known_hosts"));

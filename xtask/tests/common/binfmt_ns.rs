@@ -224,6 +224,8 @@ impl BinfmtNs {
         }
         cmd.env_remove("NIX_CONF_DIR")
             .env_remove("XDG_CACHE_HOME")
+            // Host keys (`cargo xtask identity`) under the namespace's HOME.
+            .env_remove("XDG_DATA_HOME")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -542,12 +542,16 @@ impl Fleet {
         let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir_all(dir.join("nix")).unwrap();
-        if !ssh_dir.join("host_key").exists() {
+        if !ssh_dir.join("sshd.conf").exists() {
             std::fs::create_dir_all(&ssh_dir).unwrap();
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-                .arg(ssh_dir.join("host_key")))
-            .unwrap();
+            // A Pi given its key ([`Fleet::use_host_key`]) is not in known_hosts.
+            let own = !ssh_dir.join("host_key").exists();
+            if own {
+                run(Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                    .arg(ssh_dir.join("host_key")))
+                .unwrap();
+            }
             std::fs::copy(
                 self.work().join("id_ed25519.pub"),
                 ssh_dir.join("authorized_keys"),
@@ -561,9 +565,12 @@ impl Fleet {
             )
             .unwrap();
             let pubkey = std::fs::read_to_string(ssh_dir.join("host_key.pub")).unwrap();
+            let pubkey = if own { pubkey } else { String::new() };
             let mut kh = std::fs::read_to_string(self.work().join("known_hosts")).unwrap();
             let words: Vec<&str> = pubkey.split_whitespace().collect();
-            kh += &format!("[127.0.0.1]:{port} {} {}\n", words[0], words[1]);
+            if own {
+                kh += &format!("[127.0.0.1]:{port} {} {}\n", words[0], words[1]);
+            }
             std::fs::write(self.work().join("known_hosts"), kh).unwrap();
         }
         let console = std::fs::File::create(dir.join("console.log")).unwrap();
@@ -610,6 +617,28 @@ impl Fleet {
             .spawn()
             .expect("cannot start systemd-nspawn");
         self.pis[i].child = Some(child);
+    }
+
+    /// Makes a fake Pi's sshd use `key` (a private host key file) from its
+    /// first start, as a card written by `sd` does; the workstation's
+    /// known_hosts is not told about it (only the harness's own ssh is).
+    pub fn use_host_key(&self, name: &str, key: &Path) {
+        let ssh_dir = self.pi(name).dir.join("ssh");
+        std::fs::create_dir_all(&ssh_dir).unwrap();
+        std::fs::copy(key, ssh_dir.join("host_key")).unwrap();
+        let public = run(Command::new("ssh-keygen").arg("-yf").arg(key)).unwrap();
+        let words = String::from_utf8_lossy(&public.stdout).to_string();
+        let words: Vec<&str> = words.split_whitespace().collect();
+        let file = self.work().join("harness_known_hosts");
+        let mut kh = std::fs::read_to_string(&file).unwrap_or_default();
+        kh += &format!(
+            "[127.0.0.1]:{} {} {}\n",
+            self.pi(name).port,
+            words[0],
+            words[1]
+        );
+        std::fs::write(&file, kh).unwrap();
+        std::fs::write(ssh_dir.join("host_key.pub"), public.stdout).unwrap();
     }
 
     /// Makes a fake Pi boot another root (from [`base_of`]: another Debian
@@ -680,6 +709,12 @@ impl Fleet {
             "BatchMode=yes".into(),
             "-o".into(),
             "ConnectTimeout=2".into(),
+            // The harness also knows the keys given with `use_host_key`.
+            "-o".into(),
+            format!(
+                "GlobalKnownHostsFile={}",
+                self.work().join("harness_known_hosts").display()
+            ),
             "-p".into(),
             port.to_string(),
         ]

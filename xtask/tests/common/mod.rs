@@ -18,8 +18,16 @@ pub fn repo_root() -> PathBuf {
 pub fn xtask(flake: &Path) -> Command {
     let mut cmd = Command::cargo_bin("xtask").unwrap();
     cmd.arg("--flake").arg(flake);
+    // Host keys (`identity`, `new-host`) never land in the user's data dir.
+    cmd.env("XDG_DATA_HOME", test_data_home());
     with_nix(&mut cmd);
     cmd
+}
+
+/// The XDG_DATA_HOME of the xtask in tests (host private keys), under the
+/// target dir: every fixture fleet has its own random fleet id in it.
+pub fn test_data_home() -> PathBuf {
+    cache().join("xdg-data")
 }
 
 /// Where harnesses cache what they make once (the trixie root, images).

@@ -1,0 +1,349 @@
+//! `cargo xtask secret set|show|list|rm|rekey`: age-encrypted secrets in
+//! `secrets/` (see `secrets.rs`), encrypted in-process with the `age` crate.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::inventory::Fleet;
+use crate::secrets::{self, Entry};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Encrypt a value (hidden prompt, asked twice, or stdin) to hosts and the admin keys
+    Set {
+        name: String,
+        /// A host that reads it (repeat for several)
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Every host with this tag reads it (repeat for several)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Every host reads it
+        #[arg(long)]
+        all: bool,
+        /// Owner of the decrypted file on the Pi
+        #[arg(long, default_value = "root")]
+        owner: String,
+        /// Group of the decrypted file on the Pi
+        #[arg(long, default_value = "root")]
+        group: String,
+        /// Mode of the decrypted file on the Pi
+        #[arg(long, default_value = "0400")]
+        mode: String,
+        /// Say what would change, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Decrypt a secret with your own SSH key and print it
+    Show {
+        name: String,
+        /// Your private SSH key [default: ~/.ssh/id_ed25519, else ~/.ssh/id_rsa]
+        #[arg(long, short, value_name = "KEY")]
+        identity: Option<PathBuf>,
+    },
+    /// The secrets, who reads them, owner and mode
+    List,
+    /// Remove a secret (its .age file and its entry)
+    Rm {
+        name: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-encrypt every secret whose recipients changed (and only those)
+    Rekey {
+        /// Your private SSH key [default: ~/.ssh/id_ed25519, else ~/.ssh/id_rsa]
+        #[arg(long, short, value_name = "KEY")]
+        identity: Option<PathBuf>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(root: &Path, args: Args) -> Result<()> {
+    let (fleet, _) = Fleet::read(root)?;
+    match args.action {
+        Action::Set {
+            name,
+            hosts,
+            tags,
+            all,
+            owner,
+            group,
+            mode,
+            dry_run,
+        } => {
+            secrets::check_name(&name).map_err(anyhow::Error::msg)?;
+            if hosts.is_empty() && tags.is_empty() && !all {
+                bail!("say who reads `{name}`: --host H (repeat), --tag T (repeat) or --all");
+            }
+            if !(mode.len() == 4
+                && mode.starts_with('0')
+                && mode[1..].bytes().all(|b| (b'0'..=b'7').contains(&b)))
+            {
+                bail!("--mode {mode} is not an octal mode like 0400 or 0440");
+            }
+            let entry = Entry {
+                hosts,
+                tags,
+                all,
+                owner,
+                group,
+                mode,
+            };
+            let readers = secrets::readers(&fleet, &entry)?;
+            let recipients = secrets::recipients(root, &fleet, &readers)?;
+            if dry_run {
+                println!(
+                    "would encrypt {} to: {}",
+                    secrets::age_path(&name),
+                    who(&recipients)
+                );
+                return Ok(());
+            }
+            let value = read_value(&name)?;
+            encrypt_to(root, &name, &recipients, &value)?;
+            let mut entries = secrets::read(root)?;
+            entries.insert(name.clone(), entry);
+            write_entries(root, &entries)?;
+            println!(
+                "wrote {} for {}; commit it with {}",
+                secrets::age_path(&name),
+                readers.join(", "),
+                secrets::FILE
+            );
+            Ok(())
+        }
+        Action::Show { name, identity } => {
+            let value = decrypt(root, &name, identity.as_deref())?;
+            std::io::stdout().write_all(&value)?;
+            Ok(())
+        }
+        Action::List => {
+            let entries = secrets::read(root)?;
+            if entries.is_empty() {
+                println!("no secrets yet: `cargo xtask secret set <name> --host <host>`");
+            }
+            let rows: Vec<[String; 4]> = entries
+                .iter()
+                .map(|(n, e)| {
+                    let readers = secrets::readers(&fleet, e)
+                        .map(|r| r.join(" "))
+                        .unwrap_or_else(|e| format!("error: {e}"));
+                    let file = if root.join(secrets::age_path(n)).exists() {
+                        ""
+                    } else {
+                        " (no .age file)"
+                    };
+                    [
+                        format!("{n}{file}"),
+                        readers,
+                        format!("{}:{}", e.owner, e.group),
+                        e.mode.clone(),
+                    ]
+                })
+                .collect();
+            crate::cmd::list::print_table(&["SECRET", "HOSTS", "OWNER", "MODE"], &rows);
+            Ok(())
+        }
+        Action::Rm { name, dry_run } => {
+            let mut entries = secrets::read(root)?;
+            let file = root.join(secrets::age_path(&name));
+            if entries.remove(&name).is_none() && !file.exists() {
+                bail!("no secret `{name}` (see `cargo xtask secret list`)");
+            }
+            if dry_run {
+                println!(
+                    "would remove {} and its entry in {}",
+                    secrets::age_path(&name),
+                    secrets::FILE
+                );
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&file);
+            write_entries(root, &entries)?;
+            println!(
+                "removed `{name}`; Git history still holds the old file: rotate the value where it is used if that matters"
+            );
+            Ok(())
+        }
+        Action::Rekey { identity, dry_run } => rekey(root, &fleet, identity.as_deref(), dry_run),
+    }
+}
+
+fn who(r: &[secrets::Recipient]) -> String {
+    r.iter()
+        .map(|r| r.who.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn write_entries(root: &Path, entries: &BTreeMap<String, Entry>) -> Result<()> {
+    std::fs::create_dir_all(root.join(secrets::DIR))?;
+    std::fs::write(root.join(secrets::FILE), secrets::render(entries))
+        .with_context(|| format!("cannot write {}", secrets::FILE))
+}
+
+/// The value from a hidden prompt (asked twice) or stdin; never empty.
+fn read_value(name: &str) -> Result<Vec<u8>> {
+    let value = if std::io::stdin().is_terminal() {
+        let v = rpassword::prompt_password(format!("value of `{name}`: "))
+            .context("cannot read the value from the terminal")?;
+        let again = rpassword::prompt_password("again, to be sure: ")?;
+        if v != again {
+            bail!("the two entries differ; nothing was written");
+        }
+        v.into_bytes()
+    } else {
+        let mut v = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .context("cannot read the value from stdin")?;
+        if v.ends_with(b"\n") {
+            v.pop();
+        }
+        v
+    };
+    if value.is_empty() {
+        bail!("the value of `{name}` is empty; nothing was written");
+    }
+    Ok(value)
+}
+
+/// Encrypts `value` to `recipients` into `secrets/<name>.age` (temp, rename).
+fn encrypt_to(
+    root: &Path,
+    name: &str,
+    recipients: &[secrets::Recipient],
+    value: &[u8],
+) -> Result<()> {
+    let parsed: Vec<age::ssh::Recipient> = recipients
+        .iter()
+        .map(|r| {
+            r.line
+                .parse::<age::ssh::Recipient>()
+                .map_err(|e| anyhow::anyhow!("{}: age cannot use this key: {e:?}", r.who))
+        })
+        .collect::<Result<_>>()?;
+    let encryptor =
+        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+            .context("cannot encrypt")?;
+    let mut out = Vec::new();
+    let mut w = encryptor.wrap_output(&mut out)?;
+    w.write_all(value)?;
+    w.finish()?;
+    std::fs::create_dir_all(root.join(secrets::DIR))?;
+    let path = root.join(secrets::age_path(name));
+    let tmp = path.with_extension("age.partial");
+    std::fs::write(&tmp, &out).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The admin's private key: `--identity`, else ~/.ssh/id_ed25519 or id_rsa.
+fn admin_key(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let home =
+        PathBuf::from(std::env::var_os("HOME").context("HOME is not set: pass --identity KEY")?);
+    ["id_ed25519", "id_rsa"]
+        .iter()
+        .map(|f| home.join(".ssh").join(f))
+        .find(|p| p.exists())
+        .context("no ~/.ssh/id_ed25519 or ~/.ssh/id_rsa: pass --identity <your private SSH key> (one whose public half is in keys/authorized_keys)")
+}
+
+#[derive(Clone)]
+struct Prompt;
+
+impl age::Callbacks for Prompt {
+    fn display_message(&self, m: &str) {
+        eprintln!("{m}");
+    }
+    fn confirm(&self, _: &str, _: &str, _: Option<&str>) -> Option<bool> {
+        None
+    }
+    fn request_public_string(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn request_passphrase(&self, description: &str) -> Option<age::secrecy::SecretString> {
+        rpassword::prompt_password(format!("{description}: "))
+            .ok()
+            .map(age::secrecy::SecretString::from)
+    }
+}
+
+/// Decrypts `secrets/<name>.age` with the admin's SSH key.
+fn decrypt(root: &Path, name: &str, key: Option<&Path>) -> Result<Vec<u8>> {
+    let path = secrets::age_path(name);
+    let bytes = std::fs::read(root.join(&path))
+        .with_context(|| format!("no {path}: see `cargo xtask secret list`"))?;
+    secrets::header_tags(&bytes).map_err(|why| anyhow::anyhow!("{path} is not a usable age file: {why}; set it again with `cargo xtask secret set {name} …`"))?;
+    let key = admin_key(key)?;
+    let text = std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
+    let id = age::ssh::Identity::from_buffer(&text[..], Some(key.display().to_string()))
+        .with_context(|| format!("{} is not an SSH private key", key.display()))?;
+    let identity: Box<dyn age::Identity> = match id {
+        age::ssh::Identity::Unsupported(_) => bail!(
+            "{}: age cannot decrypt with this key type; use your ed25519 or RSA key (--identity)",
+            key.display()
+        ),
+        age::ssh::Identity::Encrypted(_) if !std::io::stdin().is_terminal() => {
+            bail!(
+                "{} has a passphrase and there is no terminal to ask for it: run in a terminal, or pass --identity with a key that has none",
+                key.display()
+            )
+        }
+        id => Box::new(id.with_callbacks(Prompt)),
+    };
+    let d = age::Decryptor::new(&bytes[..]).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let mut r = d
+        .decrypt(std::iter::once(identity.as_ref()))
+        .map_err(|e| anyhow::anyhow!("cannot decrypt {path} with {}: {e} (is its public half in keys/authorized_keys, and was the secret rekeyed since?)", key.display()))?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .with_context(|| format!("{path} is corrupted"))?;
+    Ok(out)
+}
+
+/// Re-encrypts the secrets whose header does not name exactly the keys
+/// they should have.
+fn rekey(root: &Path, fleet: &Fleet, key: Option<&Path>, dry_run: bool) -> Result<()> {
+    let entries = secrets::read(root)?;
+    let mut done = 0;
+    for (name, e) in &entries {
+        let readers = secrets::readers(fleet, e)?;
+        let recipients = secrets::recipients(root, fleet, &readers)?;
+        let path = secrets::age_path(name);
+        let bytes = std::fs::read(root.join(&path))
+            .with_context(|| format!("no {path}: set it with `cargo xtask secret set {name} …`"))?;
+        let (tags, _) =
+            secrets::header_tags(&bytes).map_err(|why| anyhow::anyhow!("{path}: {why}"))?;
+        let want: std::collections::BTreeSet<String> =
+            recipients.iter().map(|r| r.tag.clone()).collect();
+        if tags == want {
+            continue;
+        }
+        if dry_run {
+            println!("would re-encrypt {path} to: {}", who(&recipients));
+            done += 1;
+            continue;
+        }
+        let value = decrypt(root, name, key)?;
+        encrypt_to(root, name, &recipients, &value)?;
+        println!("re-encrypted {path} to: {}", who(&recipients));
+        done += 1;
+    }
+    if done == 0 {
+        println!("every secret is encrypted to exactly the keys it should be: nothing to do");
+    }
+    Ok(())
+}
