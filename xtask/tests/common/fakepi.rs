@@ -307,7 +307,7 @@ pub const FLAKE: &str = r##"{
                 slow) sleep 4; start_sshd; exit 0 ;;
                 hang) sleep 100000 ;;
                 cut) stop_sshd; exit 0 ;;
-                failunit) start_sshd; systemd-run --quiet --unit=fakepi-broken /bin/false; exit 0 ;;
+                failunit) start_sshd; systemd-run --quiet --wait --unit=fakepi-broken /bin/false; exit 0 ;;
                 *) start_sshd; exit 0 ;;
               esac
               EOF
