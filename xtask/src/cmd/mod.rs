@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod flash;
 pub mod list;
 pub mod new_host;
+pub mod pin;
 pub mod rollback;
 pub mod sd;
 pub mod setup_binfmt;
