@@ -157,4 +157,5 @@ pub mod binfmt_ns;
 pub mod fakepi;
 pub mod loopdev;
 pub mod nixenv;
+pub mod registry;
 pub mod sd_fixture;
