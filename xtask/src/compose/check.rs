@@ -41,6 +41,11 @@ pub fn fleet(fleet: &Fleet) -> Result<Findings> {
         }
         duplicates(&bindings, &mut f.problems);
     }
+    // In file order, as an editor shows them.
+    f.problems
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    f.warnings
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Ok(f)
 }
 
