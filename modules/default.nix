@@ -12,6 +12,7 @@
     ./wifi.nix
     ./docker.nix
     ./containers.nix
+    ./compose.nix
     (./hardware + "/${host.model}.nix")
   ];
 }
