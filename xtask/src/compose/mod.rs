@@ -79,6 +79,31 @@ pub fn env(root: &Path, dir: &str) -> Result<(Env, Vec<usize>)> {
     }
 }
 
+/// The services a host's projects declare, as `<project>/<service>`: what
+/// the deploy health check and `status` expect running (and healthy where
+/// a healthcheck is declared). A project that does not parse declares
+/// nothing here (`check` reports it).
+pub fn services(root: &Path, host: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in projects(root, host)? {
+        let Ok(text) = std::fs::read_to_string(root.join(p.file())) else {
+            continue;
+        };
+        let Ok(doc) = yaml::parse(&text) else {
+            continue;
+        };
+        if let Some(services) = doc.get("services") {
+            out.extend(
+                services
+                    .entries()
+                    .into_iter()
+                    .filter_map(|(k, _)| k.as_str().map(|s| format!("{}/{s}", p.name))),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// An image reference written in a compose file: the service, the value as
 /// written, its line and the byte range of the value in the text (for pin).
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +159,25 @@ mod tests {
         assert_eq!(&text[refs[0].span.clone().unwrap()], "nginx:1");
         assert_eq!(refs[1].line, 5);
         assert_eq!(&text[refs[1].span.clone().unwrap()], "redis:7");
+    }
+
+    #[test]
+    fn services_of_a_host() {
+        let root = tempfile::tempdir().unwrap();
+        for (p, text) in [
+            ("web", "services:\n  nginx: {}\n  app: {}\n"),
+            ("db", "services:\n  pg: {}\n"),
+            ("bad", "["),
+        ] {
+            let d = root.path().join("hosts/h/compose").join(p);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(FILE), text).unwrap();
+        }
+        assert_eq!(
+            services(root.path(), "h").unwrap(),
+            ["db/pg", "web/nginx", "web/app"]
+        );
+        assert!(services(root.path(), "other").unwrap().is_empty());
     }
 
     #[test]

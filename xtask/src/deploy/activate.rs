@@ -315,8 +315,9 @@ fn health(
         if start.elapsed() > Duration::from_secs(ctx.health_timeout) {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             bail!(
-                "container(s) declared in {} not running after {} s: {}",
+                "container(s) declared in {} or hosts/{}/compose/ not running (or not healthy) after {} s: {}",
                 containers::file(&t.name),
+                t.name,
                 ctx.health_timeout,
                 names.join(", ")
             );
