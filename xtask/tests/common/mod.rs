@@ -154,6 +154,7 @@ pub fn copy(from: &Path, to: &Path) {
     }
 }
 pub mod binfmt_ns;
+pub mod docker;
 pub mod fakepi;
 pub mod loopdev;
 pub mod nixenv;
