@@ -88,3 +88,32 @@ fn a_project_folder_without_compose_yaml() {
         "{out}"
     );
 }
+
+#[test]
+fn files_a_project_reads_exist_or_are_secrets_the_fleet_declares() {
+    let fleet = common::fixture_fleet();
+    let dir = fleet.path().join("hosts/rpi-box-03/compose/db");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("init.sql"), "select 1;\n").unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!("services:\n  db:\n    image: postgres:17@{D}\n    env_file: /run/agenix/db-env\n    volumes:\n      - ./init.sql:/docker-entrypoint-initdb.d/init.sql:ro\nconfigs:\n  extra:\n    file: ./missing.conf\n  init:\n    file: ./init.sql\n"),
+    )
+    .unwrap();
+    let (ok, out) = check(fleet.path());
+    assert!(!ok, "{out}");
+    let f = "hosts/rpi-box-03/compose/db/compose.yaml";
+    assert!(
+        out.contains(&format!(
+            "{f}:4: `/run/agenix/db-env` is the secret `db-env`, but the fleet declares no secrets"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{f}:9: `./missing.conf` is not in the project folder"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("init.sql` is not"), "{out}");
+}

@@ -161,7 +161,81 @@ fn one(root: &Path, project: &Project, f: &mut Findings) -> Result<Vec<Binding>>
             "write `NAME=value`, or start the line with `#`",
         ));
     }
-    Ok(file(&rel, &text, &env, &project.name, f))
+    let bindings = file(&rel, &text, &env, &project.name, f);
+    if let Ok(doc) = yaml::parse(&text) {
+        for (line, path) in file_refs(&doc, &env) {
+            if let Some(name) = path.strip_prefix(AGENIX) {
+                if !root.join(SECRETS).is_file() {
+                    f.problems.push(Problem::new(&rel, line, format!("`{path}` is the secret `{name}`, but the fleet declares no secrets ({SECRETS} is missing): the Pi cannot read it"), format!("declare `{name}` for host {} in {SECRETS} (see documentation/apps.md, Secrets)", project.host)));
+                }
+            } else if !path.starts_with('/') && !root.join(&project.dir).join(&path).exists() {
+                f.problems.push(Problem::new(
+                    &rel,
+                    line,
+                    format!("`{path}` is not in the project folder: Compose would refuse to start"),
+                    format!(
+                        "add it to {}, or point at /run/agenix/<name> for a secret",
+                        project.dir
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(bindings)
+}
+
+/// Where agenix puts a host's decrypted secrets.
+const AGENIX: &str = "/run/agenix/";
+/// The fleet's secrets and who reads them (the secrets issue).
+const SECRETS: &str = "secrets/secrets.toml";
+
+/// Files a project reads from the host: every service's `env_file:` and the
+/// top-level `secrets:`/`configs:` `file:`, interpolated, with their lines.
+pub fn file_refs(doc: &Node, env: &Env) -> Vec<(usize, String)> {
+    let value = |n: &Node| {
+        n.as_str().map(|s| {
+            interpolate(s, env)
+                .map(|o| o.value)
+                .unwrap_or_else(|_| s.to_string())
+        })
+    };
+    let mut out = Vec::new();
+    for (_, svc) in doc.get("services").map(|s| s.entries()).unwrap_or_default() {
+        let Some(ef) = svc.get("env_file") else {
+            continue;
+        };
+        let items: Vec<&Node> = match &ef.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![ef],
+        };
+        for item in items {
+            // `- path: x` (long form; `required: false` may be missing)
+            let (node, required) = match &item.value {
+                Value::Map(_) => (
+                    item.get("path"),
+                    item.get("required")
+                        .and_then(value)
+                        .is_none_or(|r| r != "false"),
+                ),
+                _ => (Some(item), true),
+            };
+            if let (Some(n), true) = (node, required)
+                && let Some(p) = value(n)
+            {
+                out.push((n.line, p));
+            }
+        }
+    }
+    for top in ["secrets", "configs"] {
+        for (_, s) in doc.get(top).map(|s| s.entries()).unwrap_or_default() {
+            if let Some(n) = s.get("file")
+                && let Some(p) = value(n)
+            {
+                out.push((n.line, p));
+            }
+        }
+    }
+    out
 }
 
 /// The checks on one compose file's text (pure: unit-tested below).
@@ -378,6 +452,21 @@ mod tests {
         assert_eq!(f.problems.len(), 4, "{lines:#?}");
         let w: Vec<usize> = f.warnings.iter().map(|p| p.line).collect();
         assert_eq!(w, vec![4, 7]);
+    }
+
+    #[test]
+    fn files_a_project_reads() {
+        let doc = yaml::parse("services:\n  a:\n    env_file: /run/agenix/app-env\n  b:\n    env_file:\n      - .env.b\n      - path: ./opt\n        required: false\nsecrets:\n  pw:\n    file: ${DIR}/pw\nconfigs:\n  c:\n    file: ./c.conf\n").unwrap();
+        let env = [("DIR".to_string(), "/run/agenix".to_string())].into();
+        assert_eq!(
+            file_refs(&doc, &env),
+            vec![
+                (3, "/run/agenix/app-env".into()),
+                (6, ".env.b".into()),
+                (11, "/run/agenix/pw".into()),
+                (14, "./c.conf".into())
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub const FILE: &str = "compose.yaml";
 /// One project folder of one host.
 #[derive(Clone, Debug)]
 pub struct Project {
+    pub host: String,
     pub name: String,
     /// `hosts/<host>/compose/<name>`, relative to the repository root.
     pub dir: String,
@@ -49,6 +50,7 @@ pub fn projects(root: &Path, host: &str) -> Result<Vec<Project>> {
             continue;
         }
         out.push(Project {
+            host: host.to_string(),
             dir: format!("{rel}/{name}"),
             name,
         });
