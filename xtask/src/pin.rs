@@ -26,9 +26,9 @@ pub struct Site {
     pub span: Option<Range<usize>>,
 }
 
-/// Whether `path` is a containers.toml (else a compose file).
+/// Whether `path` is a containers.toml (any `.toml`; else a compose file).
 pub fn is_containers_toml(path: &Path) -> bool {
-    path.file_name().is_some_and(|n| n == "containers.toml")
+    path.extension().is_some_and(|e| e == "toml")
 }
 
 /// The sites of one file's text.
