@@ -14,6 +14,7 @@
     ./containers.nix
     ./monitoring
     ./secrets.nix
+    ./compose.nix
     (./hardware + "/${host.model}.nix")
   ];
 }

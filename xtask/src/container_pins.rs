@@ -90,7 +90,7 @@ pub fn file_problems(rel: &str, text: &str) -> Vec<Problem> {
                 rel,
                 line_of(text, image.span().start),
                 format!("container `{name}`: image `{reference}` is not pinned by digest"),
-                "pin it: `docker buildx imagetools inspect <image>:<tag>` prints the digest; write image = \"<image>:<tag>@sha256:<digest>\"",
+                format!("`cargo xtask pin {rel}` writes image = \"<image>:<tag>@sha256:<digest>\""),
             ));
         }
     }

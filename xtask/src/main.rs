@@ -6,6 +6,7 @@ mod brokenpipe;
 mod capture;
 mod ci;
 mod cmd;
+mod compose;
 mod container_pins;
 mod containers;
 mod deploy;
@@ -21,7 +22,9 @@ mod inventory;
 mod journal;
 mod nix;
 mod nix_error;
+mod pin;
 mod reach;
+mod registry;
 mod repo;
 mod secrets;
 mod ssh;
@@ -64,6 +67,8 @@ enum Command {
     AddKey(cmd::add_key::Args),
     /// Find everything wrong with the fleet definition, with file:line and the fix
     Check(cmd::check::Args),
+    /// Pin every container image to its digest (linux/arm64 checked), or update the pins
+    Pin(cmd::pin::Args),
     /// Show the fleet: every host with its model, address, SSH user and tags
     List(cmd::list::Args),
     /// Build a host's SD card image into out/<host>/<host>.img.zst
@@ -116,6 +121,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::List(args) => cmd::list::run(&root()?, args),
+        Command::Pin(args) => cmd::pin::run(&root()?, args),
         Command::Sd(args) => cmd::sd::run(&root()?, args),
         Command::Flash(args) => cmd::flash::run(&root()?, args),
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),

@@ -21,6 +21,8 @@ pub struct Args {
 struct Report {
     ok: bool,
     problems: Vec<Problem>,
+    /// What works but weakens a Pi (Compose: privileged, host network).
+    warnings: Vec<Problem>,
     /// Checks that could not run, with the reason.
     skipped: Vec<String>,
     /// Per host, what its address relies on (information, not problems).
@@ -47,6 +49,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 let report = Report {
                     ok: false,
                     problems: vec![p],
+                    warnings: Vec::new(),
                     skipped: Vec::new(),
                     addressing: Vec::new(),
                     notes: Vec::new(),
@@ -63,6 +66,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     problems.extend(crate::container_pins::problems(&fleet)?);
     problems.extend(crate::identity::problems(&fleet));
     problems.extend(crate::secrets::problems(root, &fleet));
+    let compose = crate::compose::check::fleet(&fleet)?;
+    problems.extend(compose.problems);
     if nix::installed() {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);
@@ -89,6 +94,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let report = Report {
         ok: problems.is_empty(),
         problems,
+        warnings: compose.warnings,
         skipped,
         addressing: addressing(&fleet),
         notes,
@@ -98,6 +104,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     } else {
         for p in &report.problems {
             println!("{p}");
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
         }
         for s in &report.skipped {
             println!("skipped: {s}");

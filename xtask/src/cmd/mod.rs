@@ -12,6 +12,7 @@ pub mod identity;
 pub mod list;
 pub mod logs;
 pub mod new_host;
+pub mod pin;
 pub mod rollback;
 pub mod sd;
 pub mod secret;

@@ -267,12 +267,19 @@ fn expected_paths(root: &Path, names: &[String]) -> Result<BTreeMap<String, Opti
     serde_json::from_slice(&out.stdout).context("nix eval printed something unexpected")
 }
 
-fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<(Facts, Health)> {
-    let t = Target::of(h);
-    let declared: Vec<String> = containers::read(root, &h.name)?
+/// Containers of containers.toml and `<project>/<service>` of Compose projects.
+fn declared_names(root: &Path, h: &Host) -> Result<Vec<String>> {
+    let mut names: Vec<String> = containers::read(root, &h.name)?
         .into_iter()
         .map(|c| c.name)
         .collect();
+    names.extend(crate::compose::services(root, &h.name)?);
+    Ok(names)
+}
+
+fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<(Facts, Health)> {
+    let t = Target::of(h);
+    let declared = declared_names(root, h)?;
     let limit = Duration::from_secs(ssh.connect_timeout + 10);
     let script = probe_script();
     let mut cmd = ssh.fresh_command(&t, &script, &[&declared.join(" ")]);
@@ -322,7 +329,8 @@ fn status(
     eval_error: Option<&str>,
 ) -> Status {
     let mut s = empty(h.name.clone(), "unreachable");
-    s.containers_declared = containers::read(root, &h.name).ok().map(|c| c.len());
+    let declared = declared_names(root, h).ok();
+    s.containers_declared = declared.as_ref().map(Vec::len);
     s.sd_image = image::info::read(root, &h.name);
     s.expected = expected.clone();
     s.host_key = Some(host_key(git_keyed, &f).into());
@@ -354,7 +362,12 @@ fn status(
     };
     s.deployed_commit = f.deployed.get("commit").cloned();
     s.failed_units = Some(f.failed.clone());
-    s.containers_running = Some(f.running.len());
+    // Declared ones running (a Compose service's container is also listed
+    // by its own name: counting all would count it twice).
+    s.containers_running = Some(match &declared {
+        Some(d) => d.iter().filter(|n| f.running.contains(n)).count(),
+        None => f.running.len(),
+    });
     s.uptime_seconds = f.uptime_secs;
     if !f.nixos {
         s.sync_reason =

@@ -331,8 +331,9 @@ fn health(
         if start.elapsed() > Duration::from_secs(ctx.health_timeout) {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             bail!(
-                "container(s) declared in {} not running after {} s: {}",
+                "container(s) declared in {} or hosts/{}/compose/ (a Compose service with a healthcheck: healthy) not running after {} s: {}",
                 containers::file(&t.name),
+                t.name,
                 ctx.health_timeout,
                 names.join(", ")
             );

@@ -103,10 +103,12 @@ pub fn rollback(ctx: &Ctx, h: &Host, to: Option<u64>, log: &Log, step: &dyn Fn(&
 }
 
 pub fn declared(ctx: &Ctx, h: &Host) -> Result<Vec<String>> {
-    Ok(containers::read(ctx.root, &h.name)?
+    let mut names: Vec<String> = containers::read(ctx.root, &h.name)?
         .into_iter()
         .map(|c| c.name)
-        .collect())
+        .collect();
+    names.extend(crate::compose::services(ctx.root, &h.name)?);
+    Ok(names)
 }
 
 /// Runs the probe over the host's connection.

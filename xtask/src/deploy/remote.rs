@@ -10,8 +10,10 @@ pub const PROFILE: &str = "/nix/var/nix/profiles/system";
 pub const STATE: &str = "/run/pi-nixos";
 
 /// Prints `key=value` lines about the system; `$1` lists declared containers
-/// (space separated) whose systemd units to check.
-pub const PROBE: &str = r#"p=/nix/var/nix/profiles/system
+/// (space separated) whose systemd units to check. Compose services are
+/// `running=<project>/<service>` once up (and healthy, with a healthcheck).
+pub const PROBE: &str = concat!(
+    r#"p=/nix/var/nix/profiles/system
 echo "arch=$(uname -m)"
 [ -e /etc/NIXOS ] && echo nixos=1
 [ -d /run/systemd/system ] && echo systemd=1
@@ -33,9 +35,12 @@ if [ -d /run/systemd/system ]; then
   done
 fi
 command -v docker >/dev/null 2>&1 && docker ps --format '{{.Names}}' 2>/dev/null | sed 's/^/running=/'
-[ -r /var/lib/pi-nixos/deployed ] && sed 's/^/deployed_/' /var/lib/pi-nixos/deployed
+"#,
+    include_str!("compose-probe.sh"),
+    r#"[ -r /var/lib/pi-nixos/deployed ] && sed 's/^/deployed_/' /var/lib/pi-nixos/deployed
 true
-"#;
+"#
+);
 
 /// The activation helper, written to `/run/pi-nixos/<run>/run`.
 ///

@@ -162,7 +162,9 @@ pub fn copy(from: &Path, to: &Path) {
     }
 }
 pub mod binfmt_ns;
+pub mod docker;
 pub mod fakepi;
 pub mod loopdev;
 pub mod nixenv;
+pub mod registry;
 pub mod sd_fixture;
