@@ -2,6 +2,7 @@
 //! (`info`), their partition table (`mbr`), the Wi-Fi secrets it writes into
 //! them (`wifi`) and the streaming copy/hash/compress steps (`stream`).
 
+pub mod bmap;
 pub mod info;
 pub mod mbr;
 pub mod stream;
