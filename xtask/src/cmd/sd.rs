@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::image::info::{self, ImageInfo};
-use crate::image::{mbr, stream, wifi};
+use crate::image::{bmap, mbr, stream, wifi};
 use crate::inventory::{self, Fleet, Host, INVENTORY};
 use crate::{capture, container_pins, exec, git, nix, nix_error};
 
@@ -372,7 +372,8 @@ fn deliver(
     let (zsum, rsum) = match &plan.passphrase {
         None if compressed => {
             let zsum = stream::copy(&src, &zst_tmp)?;
-            let rsum = stream::zstd(&["-d", "-c"], &zst_tmp, keep_raw)?;
+            // The raw image, for the block map.
+            let rsum = stream::zstd(&["-d", "-c"], &zst_tmp, Some(&raw_tmp))?;
             (zsum, rsum)
         }
         None => {
@@ -405,12 +406,15 @@ fn deliver(
             wifi::inject(sh, &raw_tmp, root.offset(), passphrase)?;
             let rsum = stream::hash_file(&raw_tmp)?;
             let zsum = stream::zstd(&["-T0", "-c"], &raw_tmp, Some(&zst_tmp))?;
-            if !decompress {
-                std::fs::remove_file(&raw_tmp)?;
-            }
             (zsum, rsum)
         }
     };
+    // Last, from the final image: after every write into it.
+    let final_raw = if raw_tmp.exists() { &raw_tmp } else { &src };
+    bmap::write(final_raw, &bmap::beside(zst))?;
+    if !decompress && raw_tmp.exists() {
+        std::fs::remove_file(&raw_tmp)?;
+    }
     stream::finish(&zst_tmp, zst)?;
     if decompress {
         stream::finish(&raw_tmp, raw)?;

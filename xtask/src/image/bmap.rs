@@ -317,6 +317,15 @@ pub fn parse(x: &str) -> Result<Bmap> {
     Ok(Bmap { ranges, ..m })
 }
 
+/// Where `sd` puts the block map of `<host>.img.zst`: `<host>.bmap` beside
+/// it (bmaptool finds it there too: it tries the image's name without its
+/// extensions).
+pub fn beside(zst: &Path) -> std::path::PathBuf {
+    let name = zst.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name.split('.').next().unwrap_or(&name);
+    zst.with_file_name(format!("{stem}.bmap"))
+}
+
 /// Makes the block map of a raw image and writes it to `out` (under a
 /// temporary name, then renamed). Returns the map.
 pub fn write(image: &Path, out: &Path) -> Result<Bmap> {
