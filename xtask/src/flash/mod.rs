@@ -6,6 +6,7 @@
 pub mod device;
 pub mod host;
 pub mod image;
+pub mod map;
 pub mod progress;
 pub mod source;
 pub mod sys;

@@ -10,12 +10,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::image::Image;
+use super::map::pieces;
 use super::progress::Progress;
 use super::source::{self, Source};
 use super::sys::{self, AlignedBuf};
+use crate::image::bmap::Bmap;
 
 /// Bytes per write and per read-back.
 pub const CHUNK: usize = 4 << 20;
@@ -34,10 +37,32 @@ pub struct Target {
 }
 
 pub struct Written {
+    /// The image's size.
     pub bytes: u64,
-    /// xxh3 of each CHUNK written, compared on read-back.
-    pub hashes: Vec<u64>,
+    /// The bytes written: the mapped ones with a block map, else all.
+    pub mapped: u64,
+    /// Each piece written (offset, length, xxh3), compared on read-back.
+    pub pieces: Vec<(u64, usize, u64)>,
     pub time: Duration,
+}
+
+/// The spans of the chunk at `off` (`n` bytes) to write: all of it, or its
+/// mapped pieces with the index of their range.
+fn spans(map: Option<&Bmap>, off: u64, n: usize) -> Vec<(Option<usize>, u64, u64)> {
+    match map {
+        None => vec![(None, off, off + n as u64)],
+        Some(m) => pieces(m, off, n as u64)
+            .into_iter()
+            .map(|(i, a, b)| (Some(i), a, b))
+            .collect(),
+    }
+}
+
+fn map_mismatch(t: &Target, what: String) -> anyhow::Error {
+    anyhow!(
+        "the image does not match its block map: {what}; the image or its .bmap was changed after the map was made: make both again (`cargo xtask sd`), or pass --no-bmap to write the image whole; {}",
+        t.incomplete()
+    )
 }
 
 type Chunk = Result<(AlignedBuf, usize)>;
@@ -171,12 +196,17 @@ fn interrupted_error(t: &Target) -> anyhow::Error {
     anyhow!("interrupted: {}", t.incomplete())
 }
 
-/// Streams the image onto the device. Nothing is reported as done unless
-/// every byte decoded cleanly, was written, and reached the device.
-pub fn write(t: &Target, img: &Image) -> Result<Written> {
+/// Streams the image onto the device: with a block map, only its mapped
+/// ranges, each checked against its sha256 before the first MiB is written.
+/// Nothing is reported as done unless every byte decoded cleanly, was
+/// written, and reached the device.
+pub fn write(t: &Target, img: &Image, map: Option<&Bmap>) -> Result<Written> {
     let (rx, free) = spawn_decoder(source::reader(img)?);
     let start = Instant::now();
-    let mut progress = Progress::new("write", img.size);
+    let total = map.map(Bmap::mapped_bytes).or(img.size);
+    let mut progress = Progress::new("write", total);
+    let mut range: Option<(usize, Sha256)> = None;
+    let mut mapped: u64 = 0;
     // Blank the old partition table first: until the very end the card boots nothing.
     let blank = AlignedBuf::new(HEAD);
     let blank_len = (HEAD as u64).min(t.size) as usize;
@@ -185,7 +215,7 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
     let mut head = AlignedBuf::new(HEAD);
     let mut head_len = 0;
     let mut off: u64 = 0;
-    let mut hashes = Vec::new();
+    let mut written = Vec::new();
     loop {
         if sys::interrupted() {
             return Err(interrupted_error(t));
@@ -208,22 +238,60 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
                 t.incomplete()
             );
         }
-        if n > 0 {
-            hashes.push(xxh3_64(&buf[..n]));
+        if let Some(m) = map
+            && off + n as u64 > m.image_size
+        {
+            return Err(map_mismatch(
+                t,
+                format!(
+                    "the image is longer than the {} bytes the map says",
+                    m.image_size
+                ),
+            ));
         }
-        let mut from = 0;
         if off < HEAD as u64 {
             let h = (HEAD - off as usize).min(n);
             head[off as usize..off as usize + h].copy_from_slice(&buf[..h]);
             head_len = off as usize + h;
-            from = h;
         }
-        if from < n {
-            t.write_at(&buf[from..n], off + from as u64)
-                .map_err(|e| write_error(t, off + from as u64, e))?;
+        for (i, a, b) in spans(map, off, n) {
+            let data = &buf[(a - off) as usize..(b - off) as usize];
+            if let (Some(m), Some(i)) = (map, i) {
+                if range.as_ref().map(|r| r.0) != Some(i) {
+                    range = Some((i, Sha256::new()));
+                }
+                if let Some((_, h)) = &mut range {
+                    h.update(data);
+                }
+                let r = &m.ranges[i];
+                let (start, end) = m.span(r);
+                if b == end
+                    && let Some((_, h)) = range.take()
+                {
+                    let got = format!("{:x}", h.finalize());
+                    if got != r.sha256 {
+                        return Err(map_mismatch(
+                            t,
+                            format!(
+                                "blocks {}-{} (bytes {start}-{end}) have sha256 {got}, the map says {}",
+                                r.first, r.last, r.sha256
+                            ),
+                        ));
+                    }
+                }
+            }
+            if b > a {
+                written.push((a, data.len(), xxh3_64(data)));
+            }
+            let from = a.max(HEAD as u64);
+            if from < b {
+                t.write_at(&buf[(from - off) as usize..(b - off) as usize], from)
+                    .map_err(|e| write_error(t, from, e))?;
+            }
+            mapped += b - a;
         }
         off += n as u64;
-        progress.update(off);
+        progress.update(if map.is_some() { mapped } else { off });
         let last = n < CHUNK;
         let _ = free.send(buf);
         if last {
@@ -236,6 +304,14 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
     if off == 0 {
         bail!("the image is empty: nothing to write");
     }
+    if let Some(m) = map
+        && off != m.image_size
+    {
+        return Err(map_mismatch(
+            t,
+            format!("the image is {off} bytes, the map says {}", m.image_size),
+        ));
+    }
     t.write_at(&head[..head_len], 0)
         .map_err(|e| write_error(t, 0, e))?;
     sys::flush(&t.file).map_err(|e| {
@@ -245,20 +321,21 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
             anyhow!("flushing {} failed ({e}): {}", t.path, t.incomplete())
         }
     })?;
-    progress.finish(off);
+    progress.finish(mapped);
     Ok(Written {
         bytes: off,
-        hashes,
+        mapped,
+        pieces: written,
         time: start.elapsed(),
     })
 }
 
-/// Reads the written bytes back (bypassing the page cache) and compares them
-/// with the hashes taken while writing. Reading runs on its own thread so the
-/// device is kept busy while chunks are hashed.
+/// Reads the written pieces back (bypassing the page cache) and compares
+/// them with the hashes taken while writing. Reading runs on its own thread
+/// so the device is kept busy while pieces are hashed.
 pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> {
     sys::drop_cache(&t.file);
-    let mut progress = Progress::new("verify", Some(w.bytes));
+    let mut progress = Progress::new("verify", Some(w.mapped));
     let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
     for _ in 0..BUFFERS {
         free_tx
@@ -266,19 +343,16 @@ pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> 
             .expect("room for every buffer");
     }
     let (tx, rx) = sync_channel::<io::Result<(AlignedBuf, u64, usize)>>(BUFFERS);
-    let chunks = w.hashes.len();
-    let bytes = w.bytes;
+    let list = &w.pieces;
     let shown = &mut progress;
     // The channels move into the closure, so an early return unblocks the reader.
     let bad = thread::scope(move |s| -> Result<Option<(u64, usize)>> {
         s.spawn(move || {
-            for i in 0..chunks {
+            for &(off, len, _) in list {
                 let Ok(mut buf) = free_rx.recv() else { return };
                 if sys::interrupted() {
                     return;
                 }
-                let off = (i * CHUNK) as u64;
-                let len = (bytes - off).min(CHUNK as u64) as usize;
                 let r = t.read_at(&mut buf[..len], off).map(|_| (buf, off, len));
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
@@ -286,7 +360,8 @@ pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> 
                 }
             }
         });
-        for h in &w.hashes {
+        let mut done = 0;
+        for (_, _, h) in list {
             let Ok(msg) = rx.recv() else {
                 bail!(
                     "interrupted during verification: {} was written but not verified",
@@ -302,7 +377,8 @@ pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> 
             if xxh3_64(&buf[..len]) != *h {
                 return Ok(Some((off, len)));
             }
-            shown.update(off + len as u64);
+            done += len as u64;
+            shown.update(done);
             let _ = free_tx.send(buf);
         }
         Ok(None)
@@ -311,7 +387,7 @@ pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> 
         let at = first_difference(t, img, off, len)?;
         bail!(mismatch(t, at));
     }
-    Ok(progress.finish(w.bytes))
+    Ok(progress.finish(w.mapped))
 }
 
 fn mismatch(t: &Target, at: u64) -> String {
@@ -337,11 +413,17 @@ fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64
             .unwrap_or(0) as u64)
 }
 
-/// Compares a device with an image, byte for byte (`--verify-only`).
-pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> {
+/// Compares a device with an image, byte for byte (`--verify-only`); with a
+/// block map, its mapped ranges only. Returns the bytes compared.
+pub fn verify_against_image(
+    t: &Target,
+    img: &Image,
+    map: Option<&Bmap>,
+) -> Result<(u64, Duration)> {
     let (rx, free) = spawn_decoder(source::reader(img)?);
     sys::drop_cache(&t.file);
-    let mut progress = Progress::new("verify", img.size);
+    let mut progress = Progress::new("verify", map.map(Bmap::mapped_bytes).or(img.size));
+    let mut compared: u64 = 0;
     let mut got = AlignedBuf::new(CHUNK);
     let mut off: u64 = 0;
     loop {
@@ -366,36 +448,53 @@ pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> 
                 t.size
             );
         }
-        t.read_at(&mut got[..n], off).map_err(|e| {
-            anyhow!(
-                "reading {} failed at byte {off} ({e}): was the card removed?",
-                t.path
-            )
-        })?;
-        if buf[..n] != got[..n] {
+        let mut same = true;
+        let mut diff = (0, n);
+        for (_, a, b) in spans(map, off, n) {
+            let (x, y) = ((a - off) as usize, (b - off) as usize);
+            t.read_at(&mut got[x..y], a).map_err(|e| {
+                anyhow!(
+                    "reading {} failed at byte {a} ({e}): was the card removed?",
+                    t.path
+                )
+            })?;
+            compared += b - a;
+            if same && buf[x..y] != got[x..y] {
+                same = false;
+                diff = (x, y);
+            }
+        }
+        if !same {
+            let (x, y) = diff;
             source::recheck(img).map_err(|e| anyhow!("{e:#}: {} was not verified", t.path))?;
             let head = n.min(HEAD);
-            if off == 0 && got[..head].iter().all(|b| *b == 0) && buf[..head] != got[..head] {
+            if off == 0
+                && x == 0
+                && y >= head
+                && got[..head].iter().all(|b| *b == 0)
+                && buf[..head] != got[..head]
+            {
                 bail!(
                     "{} does not hold the image: its first MiB is blank, the sign of an earlier `cargo xtask flash` that did not finish (it writes the first MiB last) or of a card never written; flash it again",
                     t.path
                 );
             }
             let at = off
-                + buf[..n]
+                + x as u64
+                + buf[x..y]
                     .iter()
-                    .zip(got[..n].iter())
+                    .zip(got[x..y].iter())
                     .position(|(a, b)| a != b)
                     .unwrap_or(0) as u64;
             bail!(mismatch(t, at));
         }
         off += n as u64;
-        progress.update(off);
+        progress.update(compared);
         let last = n < CHUNK;
         let _ = free.send(buf);
         if last {
             break;
         }
     }
-    Ok((off, progress.finish(off)))
+    Ok((compared, progress.finish(compared)))
 }
