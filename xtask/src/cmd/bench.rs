@@ -47,9 +47,25 @@ struct FlashArgs {
     /// Only build the NixOS-shaped test image at PATH and stop
     #[arg(long, value_name = "PATH")]
     make_image: Option<PathBuf>,
-    /// With --make-image: the share of the ext4 partition filled with files (0..1)
+    /// The share of the ext4 partition filled with files (0..1)
     #[arg(long, default_value_t = 0.85)]
     fill: f64,
+    /// fast: the loop device at memory speed; card: throttled to an SD card's speeds (cgroup v1 blkio); both
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
+    /// Card-speed mode: the card's write speed, MB/s
+    #[arg(long, default_value_t = 25)]
+    write_mbps: u64,
+    /// Card-speed mode: the card's read speed, MB/s
+    #[arg(long, default_value_t = 80)]
+    read_mbps: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Fast,
+    Card,
+    Both,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -83,9 +99,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let name = cached_name(a.size_mib, a.fill);
     let img = dir.join(format!("{name}.img"));
     let zst = dir.join(format!("{name}.img.zst"));
+    // Found beside the .zst by `flash` (bmaptool's names), like sd's.
+    let bmap_file = dir.join(format!("{name}.img.bmap"));
     let sh = Shell::new()?;
     // A cached file of another size (cut short, or edited) is made again.
-    let cached = zst.exists() && zstd_size(&zst).ok() == Some(a.size_mib << 20);
+    let cached =
+        zst.exists() && bmap_file.exists() && zstd_size(&zst).ok() == Some(a.size_mib << 20);
     if !cached {
         eprintln!(
             "building a {} MiB NixOS-shaped image in {}",
@@ -93,6 +112,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             dir.display()
         );
         testimage::make(&img, a.size_mib, a.fill)?;
+        crate::image::bmap::write(&img, &bmap_file)?;
         exec::run(cmd!(sh, "zstd -q -f -T0 -3 --rm {img} -o {zst}"))?;
     } else {
         eprintln!("reusing {}", zst.display());
@@ -127,6 +147,33 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     cleanup.dev = Some(dev.clone());
     let exe = std::env::current_exe()?;
     let bmap = exec::have("bmaptool");
+    let map = crate::image::bmap::load(&bmap_file)?;
+    eprintln!(
+        "block map {}: {} MiB of {} MiB mapped; the ext4 root is {:.0} % full",
+        bmap_file.display(),
+        map.mapped_bytes() >> 20,
+        raw >> 20,
+        100.0 * (1.0 - (raw - map.mapped_bytes()) as f64 / (raw - testimage::ROOT_START) as f64)
+    );
+    if a.mode != Mode::Fast {
+        if !bmap {
+            bail!("card-speed mode compares with bmaptool: apt-get install bmap-tools");
+        }
+        let card = crate::flash::cardbench::Card {
+            zst: &zst,
+            bmap_file: &bmap_file,
+            map: &map,
+            dev: &dev,
+            exe: &exe,
+            runs: a.runs,
+            write_mbps: a.write_mbps,
+            read_mbps: a.read_mbps,
+        };
+        card.run()?;
+        if a.mode == Mode::Card {
+            return Ok(());
+        }
+    }
     eprintln!(
         "image {} MiB raw, {} MiB zstd ({:.1}×); loop device {dev} backed by {} ({})",
         raw >> 20,
@@ -240,7 +287,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 
 /// Runs the commands as a pipeline; returns the wall time and the largest
 /// peak RSS (kB) among them.
-fn time(cmds: &mut [Command], to_null: bool) -> Result<(Duration, u64)> {
+pub fn time(cmds: &mut [Command], to_null: bool) -> Result<(Duration, u64)> {
     let start = Instant::now();
     let mut pids = Vec::new();
     let mut prev: Option<std::process::ChildStdout> = None;

@@ -3,6 +3,7 @@
 //! checking it ([`source`]), streaming and verifying ([`write`]), and a
 //! NixOS-shaped test image for tests and the benchmark ([`testimage`]).
 
+pub mod cardbench;
 pub mod device;
 pub mod host;
 pub mod image;
