@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::image::info::{self, ImageInfo};
-use crate::image::{bmap, mbr, stream, wifi};
+use crate::image::{bmap, frames, mbr, stream, wifi};
 use crate::inventory::{self, Fleet, Host, INVENTORY};
 use crate::{capture, container_pins, exec, git, nix, nix_error};
 
@@ -371,9 +371,9 @@ fn deliver(
 
     let (zsum, rsum) = match &plan.passphrase {
         None if compressed => {
-            let zsum = stream::copy(&src, &zst_tmp)?;
-            // The raw image, for the block map.
-            let rsum = stream::zstd(&["-d", "-c"], &zst_tmp, Some(&raw_tmp))?;
+            // The raw image, for the block map and the frames.
+            let rsum = stream::zstd(&["-d", "-c"], &src, Some(&raw_tmp))?;
+            let zsum = frames::compress(&raw_tmp, &zst_tmp, frames::FRAME)?;
             (zsum, rsum)
         }
         None => {
@@ -381,7 +381,7 @@ fn deliver(
                 Some(t) => stream::copy(&src, t)?,
                 None => stream::hash_file(&src)?,
             };
-            let zsum = stream::zstd(&["-T0", "-c"], &src, Some(&zst_tmp))?;
+            let zsum = frames::compress(&src, &zst_tmp, frames::FRAME)?;
             (zsum, rsum)
         }
         Some(passphrase) => {
@@ -405,7 +405,7 @@ fn deliver(
             );
             wifi::inject(sh, &raw_tmp, root.offset(), passphrase)?;
             let rsum = stream::hash_file(&raw_tmp)?;
-            let zsum = stream::zstd(&["-T0", "-c"], &raw_tmp, Some(&zst_tmp))?;
+            let zsum = frames::compress(&raw_tmp, &zst_tmp, frames::FRAME)?;
             (zsum, rsum)
         }
     };

@@ -3,6 +3,7 @@
 //! them (`wifi`) and the streaming copy/hash/compress steps (`stream`).
 
 pub mod bmap;
+pub mod frames;
 pub mod info;
 pub mod mbr;
 pub mod stream;

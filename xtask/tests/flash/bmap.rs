@@ -240,3 +240,64 @@ fn a_map_of_another_image_is_refused_untouched() {
     let out = flash(&[s(&zst), &dev.path, "--yes"]);
     refused(&out, "is not a usable block map", &dev, &before);
 }
+
+#[test]
+fn multi_frame_and_single_frame_zst_give_identical_cards() {
+    if image().is_none() {
+        return;
+    }
+    let img = image().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Independent 8 MiB frames, made by the zstd program piece by piece.
+    let parts = dir.path().join("part-");
+    let split = Command::new("split")
+        .args(["-b", "8M", s(&img.raw), s(&parts)])
+        .status()
+        .unwrap();
+    assert!(split.success());
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert_eq!(names.len() as u64, IMAGE_MIB / 8);
+    let multi = dir.path().join("multi.img.zst");
+    let mut out = std::fs::File::create(&multi).unwrap();
+    for p in &names {
+        let z = Command::new("zstd")
+            .args(["-q", "-c", s(p)])
+            .output()
+            .unwrap();
+        assert!(z.status.success());
+        std::io::Write::write_all(&mut out, &z.stdout).unwrap();
+    }
+    drop(out);
+    let (a, b) = (LoopDev::new(IMAGE_MIB), LoopDev::new(IMAGE_MIB));
+    let out = flash(&[s(&multi), &a.path, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = flash(&[s(&img.zst), &b.path, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let raw = std::fs::read(&img.raw).unwrap();
+    assert!(
+        a.contents() == raw,
+        "the multi-frame image's card differs from the image"
+    );
+    assert!(a.contents() == b.contents(), "the two cards differ");
+    // A truncated multi-frame image is refused before anything is written.
+    let cut = dir.path().join("cut.img.zst");
+    let bytes = std::fs::read(&multi).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let before = a.contents();
+    let out = flash(&[s(&cut), &a.path, "--yes"]);
+    super::refused(&out, "corrupt or truncated", &a, &before);
+    // A changed byte inside a frame fails during the write, the card left unbootable.
+    let bad = dir.path().join("bad.img.zst");
+    let mut changed = bytes.clone();
+    let mid = changed.len() / 2;
+    changed[mid] ^= 0xff;
+    std::fs::write(&bad, &changed).unwrap();
+    let out = flash(&[s(&bad), &a.path, "--yes"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("corrupt"), "{}", text(&out));
+    assert!(a.read_at(0, 1 << 20).iter().all(|b| *b == 0));
+}
