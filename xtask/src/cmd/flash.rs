@@ -13,6 +13,7 @@ use crate::flash::image::{self, Image};
 use crate::flash::map;
 use crate::flash::progress::rate;
 use crate::flash::sys;
+use crate::flash::verify;
 use crate::flash::write::{self, Target};
 
 #[derive(clap::Args)]
@@ -102,7 +103,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         sys::catch_interrupts();
         let t = open_target(&disk, false, &args, root)?;
-        let (bytes, time) = write::verify_against_image(&t, &img, map.as_ref())?;
+        let (bytes, time) = verify::verify_against_image(&t, &img, map.as_ref())?;
         println!(
             "✓ verified: {} matches {} ({})",
             t.path,
@@ -177,7 +178,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         summary += &format!(" (the used blocks of a {} image)", human(w.bytes));
     }
     if !args.no_verify {
-        let vt = write::verify_written(&t, &img, &w)?;
+        let vt = verify::verify_written(&t, &img, &w)?;
         summary += &format!(", verified {} ✓", rate(w.mapped, vt));
     }
     sys::reread_partitions(&t.file);

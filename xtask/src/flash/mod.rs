@@ -13,4 +13,5 @@ pub mod source;
 pub mod sys;
 pub mod sysfs;
 pub mod testimage;
+pub mod verify;
 pub mod write;

@@ -99,6 +99,11 @@ pub fn parse_dumpe2fs(text: &str) -> Result<(u64, Vec<(u64, u64)>)> {
     let mut free = Vec::new();
     let mut groups = 0;
     for line in text.lines() {
+        // A group's line is indented; the superblock's own `Free blocks:`
+        // line (a count, not a block) is not.
+        if !line.starts_with(char::is_whitespace) {
+            continue;
+        }
         let Some(list) = line.trim_start().strip_prefix("Free blocks: ") else {
             continue;
         };
@@ -114,6 +119,18 @@ pub fn parse_dumpe2fs(text: &str) -> Result<(u64, Vec<(u64, u64)>)> {
     }
     if groups == 0 {
         bail!("dumpe2fs listed no block groups");
+    }
+    // The groups' lists must add up to the superblock's count.
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Free blocks:"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let listed: u64 = free.iter().map(|(a, b)| b - a + 1).sum();
+    if count.is_some_and(|c| c != listed) {
+        bail!(
+            "dumpe2fs lists {listed} free blocks but the superblock counts {}: check the image's root with `e2fsck -f`",
+            count.unwrap_or(0)
+        );
     }
     Ok((block, free))
 }
@@ -277,7 +294,7 @@ pub fn parse(x: &str) -> Result<Bmap> {
         block_size: number(x, "BlockSize")?,
         ranges: Vec::new(),
     };
-    if m.block_size == 0 || m.block_size % 512 != 0 {
+    if m.block_size == 0 || !m.block_size.is_multiple_of(512) {
         bail!("its block size {} is not a multiple of 512", m.block_size);
     }
     if number(x, "BlocksCount")? != m.blocks() {
@@ -371,17 +388,19 @@ mod tests {
         assert_eq!(mapped_ranges(3, BLOCK, &[]), vec![(0, 2)]);
         assert_eq!(mapped_ranges(3, BLOCK, &[(0, 3 * BLOCK)]), vec![]);
         // Overlapping and unsorted free ranges.
-        let free = [(5 * BLOCK, 7 * BLOCK), (1 * BLOCK, 6 * BLOCK)];
+        let free = [(5 * BLOCK, 7 * BLOCK), (BLOCK, 6 * BLOCK)];
         assert_eq!(mapped_ranges(8, BLOCK, &free), vec![(0, 0), (7, 7)]);
     }
 
     #[test]
     fn dumpe2fs_free_blocks() {
-        let text = "Block size:               4096\nGroup 0: (Blocks 0-32767) csum 0x1 [ITABLE_ZEROED]\n  Free blocks: 100-200, 300\n  Free inodes: 12-8192\nGroup 1: (Blocks 32768-65535) [BLOCK_UNINIT]\n  Free blocks: \n";
+        let text = "Free blocks:              102\nBlock size:               4096\nGroup 0: (Blocks 0-32767) csum 0x1 [ITABLE_ZEROED]\n  Free blocks: 100-200, 300\n  Free inodes: 12-8192\nGroup 1: (Blocks 32768-65535) [BLOCK_UNINIT]\n  Free blocks: \n";
         let (b, free) = parse_dumpe2fs(text).unwrap();
         assert_eq!(b, 4096);
         assert_eq!(free, vec![(100, 200), (300, 300)]);
         assert!(parse_dumpe2fs("Block size: 4096\n").is_err());
+        let e = parse_dumpe2fs(&text.replace("102\n", "103\n")).unwrap_err();
+        assert!(e.to_string().contains("superblock counts 103"), "{e}");
         assert!(parse_dumpe2fs("Block size: 4096\n  Free blocks: 5-x\n").is_err());
     }
 

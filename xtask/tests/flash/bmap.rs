@@ -131,12 +131,35 @@ fn only_mapped_ranges_are_written_and_the_card_checks_clean() {
     let raw_path = dir.path().join("card.img");
     std::fs::write(&raw_path, &raw).unwrap();
     let root_off = 38 << 20;
-    for f in ["/boot/extlinux/extlinux.conf"] {
-        assert_eq!(
-            cat(&parts[1], f),
-            cat(&format!("{}?offset={root_off}", raw_path.display()), f)
-        );
+    // Every file of the root, read back from the card, equals the image's.
+    let (from_card, from_image) = (dir.path().join("card"), dir.path().join("image"));
+    for (fs, to) in [
+        (parts[1].clone(), &from_card),
+        (
+            format!("{}?offset={root_off}", raw_path.display()),
+            &from_image,
+        ),
+    ] {
+        std::fs::create_dir(to).unwrap();
+        let o = Command::new("debugfs")
+            .args(["-R", &format!("rdump / {}", to.display()), &fs])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
+    assert_eq!(
+        cat(&parts[1], "/boot/extlinux/extlinux.conf"),
+        std::fs::read(from_image.join("boot/extlinux/extlinux.conf")).unwrap()
+    );
+    let diff = Command::new("diff")
+        .args(["-r", "-q", s(&from_card), s(&from_image)])
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
     // `--verify-only` compares the mapped ranges, and passes.
     let out = flash(&[s(&zst), &dev.path, "--verify-only"]);
     assert!(out.status.success(), "{}", text(&out));
