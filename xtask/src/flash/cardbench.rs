@@ -226,11 +226,12 @@ impl Card<'_> {
                     );
                 }
                 eprintln!(
-                    "run {}: {}: {:.1} s, {} MB written through the throttle, mapped bytes equal ✓",
+                    "run {}: {}: {:.1} s, {} MB written and {} MB read through the throttle, mapped bytes equal ✓",
                     run + 1,
                     m.label,
                     t.as_secs_f64(),
-                    (after.1 - before.1) / 1_000_000
+                    (after.1 - before.1) / 1_000_000,
+                    (after.0 - before.0) / 1_000_000
                 );
                 times[i].push(t.as_secs_f64());
             }

@@ -58,11 +58,79 @@ pub(super) fn spans(map: Option<&Bmap>, off: u64, n: usize) -> Vec<(Option<usize
     }
 }
 
-fn map_mismatch(t: &Target, what: String) -> anyhow::Error {
+fn map_mismatch(what: String) -> anyhow::Error {
     anyhow!(
-        "the image does not match its block map: {what}; the image or its .bmap was changed after the map was made: make both again (`cargo xtask sd`), or pass --no-bmap to write the image whole; {}",
-        t.incomplete()
+        "the image does not match its block map: {what}; the image or its .bmap was changed after the map was made: make both again (`cargo xtask sd`), or pass --no-bmap to write the image whole"
     )
+}
+
+/// A decoded chunk: its buffer, length, and the pieces to write (start,
+/// end, xxh3).
+type Checked = Result<(AlignedBuf, usize, Vec<(u64, u64, u64)>)>;
+
+/// Between the decoder and the writer, on its own thread so the writer only
+/// writes: cuts each chunk into the pieces to write (the mapped ones with a
+/// block map), checks each range's sha256 once its last byte is decoded,
+/// and hashes each piece (xxh3) for the read-back.
+fn spawn_checker(rx: Receiver<Chunk>, map: Option<Bmap>) -> Receiver<Checked> {
+    let (tx, out) = sync_channel::<Checked>(BUFFERS);
+    thread::spawn(move || {
+        let mut off: u64 = 0;
+        let mut range: Option<(usize, Sha256)> = None;
+        for c in rx {
+            let (buf, n) = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let m = map.as_ref();
+            if let Some(m) = m
+                && off + n as u64 > m.image_size
+            {
+                let _ = tx.send(Err(map_mismatch(format!(
+                    "the image is longer than the {} bytes the map says",
+                    m.image_size
+                ))));
+                return;
+            }
+            let mut list = Vec::new();
+            for (i, a, b) in spans(m, off, n) {
+                let data = &buf[(a - off) as usize..(b - off) as usize];
+                if let (Some(m), Some(i)) = (m, i) {
+                    if range.as_ref().map(|r| r.0) != Some(i) {
+                        range = Some((i, Sha256::new()));
+                    }
+                    if let Some((_, h)) = &mut range {
+                        h.update(data);
+                    }
+                    let r = &m.ranges[i];
+                    let (start, end) = m.span(r);
+                    if b == end
+                        && let Some((_, h)) = range.take()
+                    {
+                        let got = format!("{:x}", h.finalize());
+                        if got != r.sha256 {
+                            let _ = tx.send(Err(map_mismatch(format!(
+                                "blocks {}-{} (bytes {start}-{end}) have sha256 {got}, the map says {}",
+                                r.first, r.last, r.sha256
+                            ))));
+                            return;
+                        }
+                    }
+                }
+                if b > a {
+                    list.push((a, b, xxh3_64(data)));
+                }
+            }
+            off += n as u64;
+            if tx.send(Ok((buf, n, list))).is_err() {
+                return;
+            }
+        }
+    });
+    out
 }
 
 type Chunk = Result<(AlignedBuf, usize)>;
@@ -201,11 +269,11 @@ fn interrupted_error(t: &Target) -> anyhow::Error {
 /// Nothing is reported as done unless every byte decoded cleanly, was
 /// written, and reached the device.
 pub fn write(t: &Target, img: &Image, map: Option<&Bmap>) -> Result<Written> {
-    let (rx, free) = spawn_decoder(source::reader(img)?);
+    let (decoded, free) = spawn_decoder(source::reader(img)?);
+    let rx = spawn_checker(decoded, map.cloned());
     let start = Instant::now();
     let total = map.map(Bmap::mapped_bytes).or(img.size);
     let mut progress = Progress::new("write", total);
-    let mut range: Option<(usize, Sha256)> = None;
     let mut mapped: u64 = 0;
     // Blank the old partition table first: until the very end the card boots nothing.
     let blank = AlignedBuf::new(HEAD);
@@ -220,7 +288,7 @@ pub fn write(t: &Target, img: &Image, map: Option<&Bmap>) -> Result<Written> {
         if sys::interrupted() {
             return Err(interrupted_error(t));
         }
-        let (buf, n) = match rx.recv() {
+        let (buf, n, list) = match rx.recv() {
             Ok(Ok(c)) => c,
             // Ctrl-C also stops an external decompressor: report the interruption, not its failure.
             Ok(Err(_)) | Err(_) if sys::interrupted() => return Err(interrupted_error(t)),
@@ -238,51 +306,13 @@ pub fn write(t: &Target, img: &Image, map: Option<&Bmap>) -> Result<Written> {
                 t.incomplete()
             );
         }
-        if let Some(m) = map
-            && off + n as u64 > m.image_size
-        {
-            return Err(map_mismatch(
-                t,
-                format!(
-                    "the image is longer than the {} bytes the map says",
-                    m.image_size
-                ),
-            ));
-        }
         if off < HEAD as u64 {
             let h = (HEAD - off as usize).min(n);
             head[off as usize..off as usize + h].copy_from_slice(&buf[..h]);
             head_len = off as usize + h;
         }
-        for (i, a, b) in spans(map, off, n) {
-            let data = &buf[(a - off) as usize..(b - off) as usize];
-            if let (Some(m), Some(i)) = (map, i) {
-                if range.as_ref().map(|r| r.0) != Some(i) {
-                    range = Some((i, Sha256::new()));
-                }
-                if let Some((_, h)) = &mut range {
-                    h.update(data);
-                }
-                let r = &m.ranges[i];
-                let (start, end) = m.span(r);
-                if b == end
-                    && let Some((_, h)) = range.take()
-                {
-                    let got = format!("{:x}", h.finalize());
-                    if got != r.sha256 {
-                        return Err(map_mismatch(
-                            t,
-                            format!(
-                                "blocks {}-{} (bytes {start}-{end}) have sha256 {got}, the map says {}",
-                                r.first, r.last, r.sha256
-                            ),
-                        ));
-                    }
-                }
-            }
-            if b > a {
-                written.push((a, data.len(), xxh3_64(data)));
-            }
+        for (a, b, h) in list {
+            written.push((a, (b - a) as usize, h));
             let from = a.max(HEAD as u64);
             if from < b {
                 t.write_at(&buf[(from - off) as usize..(b - off) as usize], from)
@@ -307,10 +337,14 @@ pub fn write(t: &Target, img: &Image, map: Option<&Bmap>) -> Result<Written> {
     if let Some(m) = map
         && off != m.image_size
     {
-        return Err(map_mismatch(
-            t,
-            format!("the image is {off} bytes, the map says {}", m.image_size),
-        ));
+        bail!(
+            "{}; {}",
+            map_mismatch(format!(
+                "the image is {off} bytes, the map says {}",
+                m.image_size
+            )),
+            t.incomplete()
+        );
     }
     t.write_at(&head[..head_len], 0)
         .map_err(|e| write_error(t, 0, e))?;
