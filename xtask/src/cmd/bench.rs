@@ -145,6 +145,19 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     drop(f);
     let dev = exec::read(cmd!(sh, "losetup --find --show {backing}"))?;
     cleanup.dev = Some(dev.clone());
+    // Ctrl-C or SIGTERM: the loop device detached and its file removed too.
+    let (d2, f2) = (dev.clone(), backing.clone());
+    crate::interrupt::on_exit("bench-loop", move || {
+        // The writing commands (stopped by the interrupt handler) may hold it a moment.
+        for _ in 0..40 {
+            let ok = Command::new("losetup").arg("-d").arg(&d2).status();
+            if ok.is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(&f2);
+    });
     let exe = std::env::current_exe()?;
     let bmap = exec::have("bmaptool");
     let map = crate::image::bmap::load(&bmap_file)?;
@@ -352,6 +365,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        crate::interrupt::forget("bench-loop");
         if let Some(d) = &self.dev {
             let _ = Command::new("losetup").arg("-d").arg(d).status();
         }

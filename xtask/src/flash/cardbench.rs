@@ -38,6 +38,9 @@ impl Throttle {
         std::fs::create_dir(&dir)
             .with_context(|| format!("cannot create the cgroup {}", dir.display()))?;
         let t = Throttle { dir, dev: d };
+        // Ctrl-C or SIGTERM: its processes stopped and the cgroup removed too.
+        let d2 = t.dir.clone();
+        crate::interrupt::on_exit(CLEANUP_KEY, move || remove_cgroup(&d2));
         for (file, bps) in [
             ("blkio.throttle.write_bps_device", write_bps),
             ("blkio.throttle.read_bps_device", read_bps),
@@ -70,11 +73,38 @@ impl Throttle {
     }
 }
 
+const CLEANUP_KEY: &str = "bench-cgroup";
+
 impl Drop for Throttle {
     fn drop(&mut self) {
-        // Its processes have ended; an empty cgroup is removed with rmdir.
-        let _ = std::fs::remove_dir(&self.dir);
+        remove_cgroup(&self.dir);
+        crate::interrupt::forget(CLEANUP_KEY);
     }
+}
+
+/// Stops the processes left in the bench's own cgroup (only its commands
+/// were moved there), then removes it (rmdir of an empty cgroup).
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..40 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        {
+            // SAFETY: kill(2) of a process the bench started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!(
+        "warning: cannot remove the cgroup {}: rmdir it",
+        dir.display()
+    );
 }
 
 /// (read, write) bytes of `dev` in a `blkio.throttle.io_service_bytes` text.
