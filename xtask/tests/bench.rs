@@ -82,7 +82,7 @@ fn card_speed_mode_checks_every_method_and_cleans_up() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (stdout, stderr) = bench_mode(dir.path(), 48, "card");
+    let (stdout, stderr) = bench_mode(dir.path(), 64, "card");
     for want in [
         "card speed: 25 MB/s write, 80 MB/s read",
         "bmaptool copy --bmap (our map)",
