@@ -75,6 +75,8 @@ enum Command {
     Sd(cmd::sd::Args),
     /// Write an SD card from a host's image or an image file: safe, fast, verified
     Flash(cmd::flash::Args),
+    /// Make the block map (bmaptool format) of a raw SD image from its filesystems
+    Bmap(cmd::bmap::Args),
     /// Build, copy and activate hosts' systems, with automatic rollback
     Deploy(cmd::deploy::Args),
     /// Go back to a host's previous (or a given) generation, safely
@@ -124,6 +126,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Pin(args) => cmd::pin::run(&root()?, args),
         Command::Sd(args) => cmd::sd::run(&root()?, args),
         Command::Flash(args) => cmd::flash::run(&root()?, args),
+        Command::Bmap(args) => cmd::bmap::run(args),
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),
         Command::Rollback(args) => cmd::rollback::run(&root()?, args),
         Command::Status(args) => cmd::status::run(&root()?, args),

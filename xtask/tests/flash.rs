@@ -1,6 +1,8 @@
 //! `cargo xtask flash` on real loop devices: written bytes, fsck, every
 //! refusal leaving the target untouched, corrupt input, read-back checks.
 
+#[path = "flash/bmap.rs"]
+mod bmap;
 mod common;
 #[path = "flash/images.rs"]
 mod images;

@@ -23,6 +23,7 @@ fn ready() -> bool {
             ("mkfs.vfat", "dosfstools"),
             ("mcopy", "mtools"),
             ("debugfs", "e2fsprogs"),
+            ("bmaptool", "bmap-tools"),
         ]
         .iter()
         .find_map(|(p, pkg)| need_program(p, pkg))
@@ -124,7 +125,11 @@ fn builds_to_the_stable_path_with_sum_and_record() {
     sorted.sort();
     assert_eq!(
         sorted,
-        ["rpi-box-01.img.json", "rpi-box-01.img.zst"],
+        [
+            "rpi-box-01.bmap",
+            "rpi-box-01.img.json",
+            "rpi-box-01.img.zst"
+        ],
         "{names:?}"
     );
 
@@ -326,6 +331,26 @@ fn wifi_password_goes_into_the_image_only() {
 
     // Read back with e2fsprogs, no mount: root-owned, mode 0600, in a 0700 folder.
     let ext4 = format!("{}?offset={}", raw.display(), 38 << 20);
+    // The block map was made after the secret was written: bmaptool itself
+    // checks every mapped range against it, and the copy holds the secret.
+    let card = secrets.path().join("card.img");
+    let bmap = dir.join("rpi-zero-01.bmap");
+    run(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            bmap.to_str().unwrap(),
+            zst.to_str().unwrap(),
+            card.to_str().unwrap(),
+        ],
+    );
+    let on_card = format!("{}?offset={}", card.display(), 38 << 20);
+    let content = run(
+        "debugfs",
+        &["-R", "cat var/lib/wifi/secrets.conf", &on_card],
+    );
+    assert_eq!(content, format!("psk={PASSWORD}\n"));
     let stat = run("debugfs", &["-R", "stat var/lib/wifi/secrets.conf", &ext4]);
     assert!(stat.contains("Type: regular    Mode:  0600"), "{stat}");
     assert!(stat.contains("User:     0   Group:     0"), "{stat}");

@@ -53,9 +53,25 @@ struct FlashArgs {
     /// Only build the NixOS-shaped test image at PATH and stop
     #[arg(long, value_name = "PATH")]
     make_image: Option<PathBuf>,
-    /// With --make-image: the share of the ext4 partition filled with files (0..1)
+    /// The share of the ext4 partition filled with files (0..1)
     #[arg(long, default_value_t = 0.85)]
     fill: f64,
+    /// fast: the loop device at memory speed; card: throttled to an SD card's speeds (cgroup v1 blkio); both
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
+    /// Card-speed mode: the card's write speed, MB/s
+    #[arg(long, default_value_t = 25)]
+    write_mbps: u64,
+    /// Card-speed mode: the card's read speed, MB/s
+    #[arg(long, default_value_t = 80)]
+    read_mbps: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Fast,
+    Card,
+    Both,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -90,9 +106,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let name = cached_name(a.size_mib, a.fill);
     let img = dir.join(format!("{name}.img"));
     let zst = dir.join(format!("{name}.img.zst"));
+    // Found beside the .zst by `flash` (bmaptool's names), like sd's.
+    let bmap_file = dir.join(format!("{name}.img.bmap"));
     let sh = Shell::new()?;
     // A cached file of another size (cut short, or edited) is made again.
-    let cached = zst.exists() && zstd_size(&zst).ok() == Some(a.size_mib << 20);
+    let cached =
+        zst.exists() && bmap_file.exists() && zstd_size(&zst).ok() == Some(a.size_mib << 20);
     if !cached {
         eprintln!(
             "building a {} MiB NixOS-shaped image in {}",
@@ -100,6 +119,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             dir.display()
         );
         testimage::make(&img, a.size_mib, a.fill)?;
+        crate::image::bmap::write(&img, &bmap_file)?;
         exec::run(cmd!(sh, "zstd -q -f -T0 -3 --rm {img} -o {zst}"))?;
     } else {
         eprintln!("reusing {}", zst.display());
@@ -132,8 +152,48 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     drop(f);
     let dev = exec::read(cmd!(sh, "losetup --find --show {backing}"))?;
     cleanup.dev = Some(dev.clone());
+    // Ctrl-C or SIGTERM: the loop device detached and its file removed too.
+    let (d2, f2) = (dev.clone(), backing.clone());
+    crate::interrupt::on_exit("bench-loop", move || {
+        // The writing commands (stopped by the interrupt handler) may hold it a moment.
+        for _ in 0..40 {
+            let ok = Command::new("losetup").arg("-d").arg(&d2).status();
+            if ok.is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(&f2);
+    });
     let exe = std::env::current_exe()?;
     let bmap = exec::have("bmaptool");
+    let map = crate::image::bmap::load(&bmap_file)?;
+    eprintln!(
+        "block map {}: {} MiB of {} MiB mapped; the ext4 root is {:.0} % full",
+        bmap_file.display(),
+        map.mapped_bytes() >> 20,
+        raw >> 20,
+        100.0 * (1.0 - (raw - map.mapped_bytes()) as f64 / (raw - testimage::ROOT_START) as f64)
+    );
+    if a.mode != Mode::Fast {
+        if !bmap {
+            bail!("card-speed mode compares with bmaptool: apt-get install bmap-tools");
+        }
+        let card = crate::flash::cardbench::Card {
+            zst: &zst,
+            bmap_file: &bmap_file,
+            map: &map,
+            dev: &dev,
+            exe: &exe,
+            runs: a.runs,
+            write_mbps: a.write_mbps,
+            read_mbps: a.read_mbps,
+        };
+        card.run()?;
+        if a.mode == Mode::Card {
+            return Ok(());
+        }
+    }
     eprintln!(
         "image {} MiB raw, {} MiB zstd ({:.1}×); loop device {dev} backed by {} ({})",
         raw >> 20,
@@ -247,7 +307,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 
 /// Runs the commands as a pipeline; returns the wall time and the largest
 /// peak RSS (kB) among them.
-fn time(cmds: &mut [Command], to_null: bool) -> Result<(Duration, u64)> {
+pub fn time(cmds: &mut [Command], to_null: bool) -> Result<(Duration, u64)> {
     let start = Instant::now();
     let mut pids = Vec::new();
     let mut prev: Option<std::process::ChildStdout> = None;
@@ -312,6 +372,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        crate::interrupt::forget("bench-loop");
         if let Some(d) = &self.dev {
             let _ = Command::new("losetup").arg("-d").arg(d).status();
         }

@@ -10,8 +10,10 @@ use xshell::{Shell, cmd};
 use crate::exec;
 use crate::flash::device::{self, Disk, Transport, human};
 use crate::flash::image::{self, Image};
+use crate::flash::map;
 use crate::flash::progress::rate;
 use crate::flash::sys;
+use crate::flash::verify;
 use crate::flash::write::{self, Target};
 
 #[derive(clap::Args)]
@@ -38,6 +40,12 @@ pub struct Args {
     /// Power the card off at the end, ready to pull out
     #[arg(long)]
     eject: bool,
+    /// Write (and read back) every byte, not only the blocks the image's block map says are used
+    #[arg(long, conflicts_with = "bmap")]
+    no_bmap: bool,
+    /// The block map (bmaptool format) to write by [default: `<host>.bmap` from `sd`, or a .bmap beside the image]
+    #[arg(long, value_name = "FILE")]
+    bmap: Option<PathBuf>,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -51,6 +59,20 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         img.path.display(),
         img.format.as_str()
     );
+    let map = if args.no_bmap {
+        None
+    } else {
+        map::find(&img, args.bmap.as_deref())?
+    };
+    if let Some((p, m)) = &map {
+        eprintln!(
+            "block map: {}: {} of the image's {} are used (the rest is free ext4 space): only those are written and read back (--no-bmap: everything)",
+            p.display(),
+            human(m.mapped_bytes()),
+            human(m.image_size)
+        );
+    }
+    let map = map.map(|(_, m)| m);
     let (mounts, swaps) = device::read_mounts()?;
 
     let (name, chosen_by_typing) = match &args.device {
@@ -81,7 +103,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         sys::catch_interrupts();
         let t = open_target(&disk, false, &args, root)?;
-        let (bytes, time) = write::verify_against_image(&t, &img)?;
+        let (bytes, time) = verify::verify_against_image(&t, &img, map.as_ref())?;
         println!(
             "✓ verified: {} matches {} ({})",
             t.path,
@@ -113,9 +135,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         for (src, target) in &a.unmount {
             println!("would unmount {src} (auto-mounted at {target})");
         }
+        let what = match &map {
+            Some(m) => format!(
+                "the {} its block map says are used",
+                human(m.mapped_bytes())
+            ),
+            None => img.size.map(human).unwrap_or_else(|| "the image".into()),
+        };
         println!(
-            "would write {} from {} to {} (streamed, O_DIRECT, first MiB last, fsync){verify}",
-            img.size.map(human).unwrap_or_else(|| "the image".into()),
+            "would write {what} from {} to {} (streamed, O_DIRECT, first MiB last, fsync){verify}",
             img.path.display(),
             disk.path()
         );
@@ -144,11 +172,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             t.size
         );
     }
-    let w = write::write(&t, &img)?;
-    let mut summary = format!("✓ wrote {} to {}", rate(w.bytes, w.time), t.path);
+    let w = write::write(&t, &img, map.as_ref())?;
+    let mut summary = format!("✓ wrote {} to {}", rate(w.mapped, w.time), t.path);
+    if w.mapped < w.bytes {
+        summary += &format!(" (the used blocks of a {} image)", human(w.bytes));
+    }
     if !args.no_verify {
-        let vt = write::verify_written(&t, &img, &w)?;
-        summary += &format!(", verified {} ✓", rate(w.bytes, vt));
+        let vt = verify::verify_written(&t, &img, &w)?;
+        summary += &format!(", verified {} ✓", rate(w.mapped, vt));
     }
     sys::reread_partitions(&t.file);
     drop(t);
@@ -350,9 +381,17 @@ fn rerun_with_sudo(args: &Args, root: &Path, device: &str) -> Result<()> {
     if args.eject {
         flags.push("--eject");
     }
+    if args.no_bmap {
+        flags.push("--no-bmap");
+    }
+    let bmap: Vec<PathBuf> = args
+        .bmap
+        .iter()
+        .flat_map(|b| [PathBuf::from("--bmap"), b.clone()])
+        .collect();
     exec::run(cmd!(
         sh,
-        "sudo -- {exe} --flake {root} flash {image} {device} {flags...}"
+        "sudo -- {exe} --flake {root} flash {image} {device} {flags...} {bmap...}"
     ))
     .context("the write step under sudo failed")
 }

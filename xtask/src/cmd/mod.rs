@@ -2,6 +2,7 @@
 
 pub mod add_key;
 pub mod bench;
+pub mod bmap;
 pub mod check;
 pub mod ci;
 pub mod completions;

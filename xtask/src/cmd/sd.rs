@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::image::info::{self, ImageInfo};
-use crate::image::{hostkey, mbr, stream, wifi};
+use crate::image::{bmap, frames, hostkey, mbr, stream, wifi};
 use crate::inventory::{self, Fleet, Host, INVENTORY};
 use crate::{capture, container_pins, exec, git, nix, nix_error};
 
@@ -390,8 +390,9 @@ fn deliver(
     let finish = plan.passphrase.is_some() || plan.host_key.is_some();
     let (zsum, rsum) = match finish {
         false if compressed => {
-            let zsum = stream::copy(&src, &zst_tmp)?;
-            let rsum = stream::zstd(&["-d", "-c"], &zst_tmp, keep_raw)?;
+            // The raw image, for the block map and the frames.
+            let rsum = stream::zstd(&["-d", "-c"], &src, Some(&raw_tmp))?;
+            let zsum = frames::compress(&raw_tmp, &zst_tmp, frames::FRAME)?;
             (zsum, rsum)
         }
         false => {
@@ -399,7 +400,7 @@ fn deliver(
                 Some(t) => stream::copy(&src, t)?,
                 None => stream::hash_file(&src)?,
             };
-            let zsum = stream::zstd(&["-T0", "-c"], &src, Some(&zst_tmp))?;
+            let zsum = frames::compress(&src, &zst_tmp, frames::FRAME)?;
             (zsum, rsum)
         }
         true => {
@@ -433,13 +434,16 @@ fn deliver(
                 hostkey::inject(sh, &raw_tmp, root.offset(), key, public)?;
             }
             let rsum = stream::hash_file(&raw_tmp)?;
-            let zsum = stream::zstd(&["-T0", "-c"], &raw_tmp, Some(&zst_tmp))?;
-            if !decompress {
-                std::fs::remove_file(&raw_tmp)?;
-            }
+            let zsum = frames::compress(&raw_tmp, &zst_tmp, frames::FRAME)?;
             (zsum, rsum)
         }
     };
+    // Last, from the final image: after every write into it.
+    let final_raw = if raw_tmp.exists() { &raw_tmp } else { &src };
+    bmap::write(final_raw, &bmap::beside(zst))?;
+    if !decompress && raw_tmp.exists() {
+        std::fs::remove_file(&raw_tmp)?;
+    }
     stream::finish(&zst_tmp, zst)?;
     if decompress {
         stream::finish(&raw_tmp, raw)?;

@@ -3,12 +3,15 @@
 //! checking it ([`source`]), streaming and verifying ([`write`]), and a
 //! NixOS-shaped test image for tests and the benchmark ([`testimage`]).
 
+pub mod cardbench;
 pub mod device;
 pub mod host;
 pub mod image;
+pub mod map;
 pub mod progress;
 pub mod source;
 pub mod sys;
 pub mod sysfs;
 pub mod testimage;
+pub mod verify;
 pub mod write;

@@ -4,7 +4,7 @@
 //! `cargo xtask sd` wrote, the decoder's exit and complaints collected.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -163,14 +163,8 @@ pub fn reader(img: &Image) -> Result<Source> {
     };
     let (data, child): (Box<dyn Read + Send>, _) = match img.format {
         Format::Raw => (file.boxed(), None),
-        Format::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-                1 << 20,
-                file.boxed(),
-            ))?;
-            d.window_log_max(31)?;
-            (Box::new(d), None)
-        }
+        // Independent frames (`sd`'s) on every core, else streaming.
+        Format::Zstd => (crate::image::frames::decoder(file.boxed())?, None),
         Format::Xz | Format::Gzip => {
             need(img.format)?;
             let program = if img.format == Format::Xz {

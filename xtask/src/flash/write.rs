@@ -1,5 +1,5 @@
 //! Streaming an image onto a device (decompression on its own thread, large
-//! aligned `O_DIRECT` writes, the first MiB last) and reading it back.
+//! aligned `O_DIRECT` writes, the first MiB last); [`super::verify`] reads it back.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -10,17 +10,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::image::Image;
+use super::map::pieces;
 use super::progress::Progress;
 use super::source::{self, Source};
 use super::sys::{self, AlignedBuf};
+use crate::image::bmap::Bmap;
 
 /// Bytes per write and per read-back.
 pub const CHUNK: usize = 4 << 20;
 /// Buffers in flight between the decoder and the writer.
-const BUFFERS: usize = 4;
+pub(super) const BUFFERS: usize = 4;
 /// Written last, so an interrupted write leaves no partition table.
 pub const HEAD: usize = 1 << 20;
 
@@ -34,10 +37,100 @@ pub struct Target {
 }
 
 pub struct Written {
+    /// The image's size.
     pub bytes: u64,
-    /// xxh3 of each CHUNK written, compared on read-back.
-    pub hashes: Vec<u64>,
+    /// The bytes written: the mapped ones with a block map, else all.
+    pub mapped: u64,
+    /// Each piece written (offset, length, xxh3), compared on read-back.
+    pub pieces: Vec<(u64, usize, u64)>,
     pub time: Duration,
+}
+
+/// The spans of the chunk at `off` (`n` bytes) to write: all of it, or its
+/// mapped pieces with the index of their range.
+pub(super) fn spans(map: Option<&Bmap>, off: u64, n: usize) -> Vec<(Option<usize>, u64, u64)> {
+    match map {
+        None => vec![(None, off, off + n as u64)],
+        Some(m) => pieces(m, off, n as u64)
+            .into_iter()
+            .map(|(i, a, b)| (Some(i), a, b))
+            .collect(),
+    }
+}
+
+fn map_mismatch(what: String) -> anyhow::Error {
+    anyhow!(
+        "the image does not match its block map: {what}; the image or its .bmap was changed after the map was made: make both again (`cargo xtask sd`), or pass --no-bmap to write the image whole"
+    )
+}
+
+/// A decoded chunk: its buffer, length, and the pieces to write (start,
+/// end, xxh3).
+type Checked = Result<(AlignedBuf, usize, Vec<(u64, u64, u64)>)>;
+
+/// Between the decoder and the writer, on its own thread so the writer only
+/// writes: cuts each chunk into the pieces to write (the mapped ones with a
+/// block map), checks each range's sha256 once its last byte is decoded,
+/// and hashes each piece (xxh3) for the read-back.
+fn spawn_checker(rx: Receiver<Chunk>, map: Option<Bmap>) -> Receiver<Checked> {
+    let (tx, out) = sync_channel::<Checked>(BUFFERS);
+    thread::spawn(move || {
+        let mut off: u64 = 0;
+        let mut range: Option<(usize, Sha256)> = None;
+        for c in rx {
+            let (buf, n) = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let m = map.as_ref();
+            if let Some(m) = m
+                && off + n as u64 > m.image_size
+            {
+                let _ = tx.send(Err(map_mismatch(format!(
+                    "the image is longer than the {} bytes the map says",
+                    m.image_size
+                ))));
+                return;
+            }
+            let mut list = Vec::new();
+            for (i, a, b) in spans(m, off, n) {
+                let data = &buf[(a - off) as usize..(b - off) as usize];
+                if let (Some(m), Some(i)) = (m, i) {
+                    if range.as_ref().map(|r| r.0) != Some(i) {
+                        range = Some((i, Sha256::new()));
+                    }
+                    if let Some((_, h)) = &mut range {
+                        h.update(data);
+                    }
+                    let r = &m.ranges[i];
+                    let (start, end) = m.span(r);
+                    if b == end
+                        && let Some((_, h)) = range.take()
+                    {
+                        let got = format!("{:x}", h.finalize());
+                        if got != r.sha256 {
+                            let _ = tx.send(Err(map_mismatch(format!(
+                                "blocks {}-{} (bytes {start}-{end}) have sha256 {got}, the map says {}",
+                                r.first, r.last, r.sha256
+                            ))));
+                            return;
+                        }
+                    }
+                }
+                if b > a {
+                    list.push((a, b, xxh3_64(data)));
+                }
+            }
+            off += n as u64;
+            if tx.send(Ok((buf, n, list))).is_err() {
+                return;
+            }
+        }
+    });
+    out
 }
 
 type Chunk = Result<(AlignedBuf, usize)>;
@@ -46,7 +139,7 @@ type Chunk = Result<(AlignedBuf, usize)>;
 /// shorter than CHUNK is the last one; it is sent only after the source's
 /// checks passed ([`Source::finish`]: decoder exit, sha256), so a failed
 /// check arrives before the writer could write the first MiB.
-fn spawn_decoder(mut src: Source) -> (Receiver<Chunk>, SyncSender<AlignedBuf>) {
+pub(super) fn spawn_decoder(mut src: Source) -> (Receiver<Chunk>, SyncSender<AlignedBuf>) {
     let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
     for _ in 0..BUFFERS {
         free_tx
@@ -120,7 +213,7 @@ impl Target {
         Ok(())
     }
 
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+    pub(super) fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         let whole = if self.direct {
             buf.len() / self.block * self.block
         } else {
@@ -171,12 +264,17 @@ fn interrupted_error(t: &Target) -> anyhow::Error {
     anyhow!("interrupted: {}", t.incomplete())
 }
 
-/// Streams the image onto the device. Nothing is reported as done unless
-/// every byte decoded cleanly, was written, and reached the device.
-pub fn write(t: &Target, img: &Image) -> Result<Written> {
-    let (rx, free) = spawn_decoder(source::reader(img)?);
+/// Streams the image onto the device: with a block map, only its mapped
+/// ranges, each checked against its sha256 before the first MiB is written.
+/// Nothing is reported as done unless every byte decoded cleanly, was
+/// written, and reached the device.
+pub fn write(t: &Target, img: &Image, map: Option<&Bmap>) -> Result<Written> {
+    let (decoded, free) = spawn_decoder(source::reader(img)?);
+    let rx = spawn_checker(decoded, map.cloned());
     let start = Instant::now();
-    let mut progress = Progress::new("write", img.size);
+    let total = map.map(Bmap::mapped_bytes).or(img.size);
+    let mut progress = Progress::new("write", total);
+    let mut mapped: u64 = 0;
     // Blank the old partition table first: until the very end the card boots nothing.
     let blank = AlignedBuf::new(HEAD);
     let blank_len = (HEAD as u64).min(t.size) as usize;
@@ -185,12 +283,12 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
     let mut head = AlignedBuf::new(HEAD);
     let mut head_len = 0;
     let mut off: u64 = 0;
-    let mut hashes = Vec::new();
+    let mut written = Vec::new();
     loop {
         if sys::interrupted() {
             return Err(interrupted_error(t));
         }
-        let (buf, n) = match rx.recv() {
+        let (buf, n, list) = match rx.recv() {
             Ok(Ok(c)) => c,
             // Ctrl-C also stops an external decompressor: report the interruption, not its failure.
             Ok(Err(_)) | Err(_) if sys::interrupted() => return Err(interrupted_error(t)),
@@ -208,22 +306,22 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
                 t.incomplete()
             );
         }
-        if n > 0 {
-            hashes.push(xxh3_64(&buf[..n]));
-        }
-        let mut from = 0;
         if off < HEAD as u64 {
             let h = (HEAD - off as usize).min(n);
             head[off as usize..off as usize + h].copy_from_slice(&buf[..h]);
             head_len = off as usize + h;
-            from = h;
         }
-        if from < n {
-            t.write_at(&buf[from..n], off + from as u64)
-                .map_err(|e| write_error(t, off + from as u64, e))?;
+        for (a, b, h) in list {
+            written.push((a, (b - a) as usize, h));
+            let from = a.max(HEAD as u64);
+            if from < b {
+                t.write_at(&buf[(from - off) as usize..(b - off) as usize], from)
+                    .map_err(|e| write_error(t, from, e))?;
+            }
+            mapped += b - a;
         }
         off += n as u64;
-        progress.update(off);
+        progress.update(if map.is_some() { mapped } else { off });
         let last = n < CHUNK;
         let _ = free.send(buf);
         if last {
@@ -236,6 +334,18 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
     if off == 0 {
         bail!("the image is empty: nothing to write");
     }
+    if let Some(m) = map
+        && off != m.image_size
+    {
+        bail!(
+            "{}; {}",
+            map_mismatch(format!(
+                "the image is {off} bytes, the map says {}",
+                m.image_size
+            )),
+            t.incomplete()
+        );
+    }
     t.write_at(&head[..head_len], 0)
         .map_err(|e| write_error(t, 0, e))?;
     sys::flush(&t.file).map_err(|e| {
@@ -245,157 +355,11 @@ pub fn write(t: &Target, img: &Image) -> Result<Written> {
             anyhow!("flushing {} failed ({e}): {}", t.path, t.incomplete())
         }
     })?;
-    progress.finish(off);
+    progress.finish(mapped);
     Ok(Written {
         bytes: off,
-        hashes,
+        mapped,
+        pieces: written,
         time: start.elapsed(),
     })
-}
-
-/// Reads the written bytes back (bypassing the page cache) and compares them
-/// with the hashes taken while writing. Reading runs on its own thread so the
-/// device is kept busy while chunks are hashed.
-pub fn verify_written(t: &Target, img: &Image, w: &Written) -> Result<Duration> {
-    sys::drop_cache(&t.file);
-    let mut progress = Progress::new("verify", Some(w.bytes));
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(BUFFERS);
-    for _ in 0..BUFFERS {
-        free_tx
-            .send(AlignedBuf::new(CHUNK))
-            .expect("room for every buffer");
-    }
-    let (tx, rx) = sync_channel::<io::Result<(AlignedBuf, u64, usize)>>(BUFFERS);
-    let chunks = w.hashes.len();
-    let bytes = w.bytes;
-    let shown = &mut progress;
-    // The channels move into the closure, so an early return unblocks the reader.
-    let bad = thread::scope(move |s| -> Result<Option<(u64, usize)>> {
-        s.spawn(move || {
-            for i in 0..chunks {
-                let Ok(mut buf) = free_rx.recv() else { return };
-                if sys::interrupted() {
-                    return;
-                }
-                let off = (i * CHUNK) as u64;
-                let len = (bytes - off).min(CHUNK as u64) as usize;
-                let r = t.read_at(&mut buf[..len], off).map(|_| (buf, off, len));
-                let failed = r.is_err();
-                if tx.send(r).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        for h in &w.hashes {
-            let Ok(msg) = rx.recv() else {
-                bail!(
-                    "interrupted during verification: {} was written but not verified",
-                    t.path
-                );
-            };
-            let (buf, off, len) = msg.map_err(|e| {
-                anyhow!(
-                    "reading {} back failed ({e}): was the card removed?",
-                    t.path
-                )
-            })?;
-            if xxh3_64(&buf[..len]) != *h {
-                return Ok(Some((off, len)));
-            }
-            shown.update(off + len as u64);
-            let _ = free_tx.send(buf);
-        }
-        Ok(None)
-    })?;
-    if let Some((off, len)) = bad {
-        let at = first_difference(t, img, off, len)?;
-        bail!(mismatch(t, at));
-    }
-    Ok(progress.finish(w.bytes))
-}
-
-fn mismatch(t: &Target, at: u64) -> String {
-    format!(
-        "VERIFICATION FAILED: {} differs from the image at byte {at} (0x{at:x}): the card is failing or fake, or something else wrote to it; use another card",
-        t.path
-    )
-}
-
-/// The first offset in `[off, off+len)` where the device differs from the image.
-fn first_difference(t: &Target, img: &Image, off: u64, len: usize) -> Result<u64> {
-    let mut src = source::reader(img)?;
-    io::copy(&mut (&mut src.data).take(off), &mut io::sink())?;
-    let mut want = vec![0u8; len];
-    src.data.read_exact(&mut want)?;
-    let mut got = AlignedBuf::new(CHUNK);
-    t.read_at(&mut got[..len], off)?;
-    Ok(off
-        + want
-            .iter()
-            .zip(got.iter())
-            .position(|(a, b)| a != b)
-            .unwrap_or(0) as u64)
-}
-
-/// Compares a device with an image, byte for byte (`--verify-only`).
-pub fn verify_against_image(t: &Target, img: &Image) -> Result<(u64, Duration)> {
-    let (rx, free) = spawn_decoder(source::reader(img)?);
-    sys::drop_cache(&t.file);
-    let mut progress = Progress::new("verify", img.size);
-    let mut got = AlignedBuf::new(CHUNK);
-    let mut off: u64 = 0;
-    loop {
-        if sys::interrupted() {
-            bail!("interrupted: {} was not fully verified", t.path);
-        }
-        let (buf, n) = match rx.recv() {
-            Ok(Ok(c)) => c,
-            Ok(Err(_)) | Err(_) if sys::interrupted() => {
-                bail!("interrupted: {} was not fully verified", t.path)
-            }
-            Ok(Err(e)) => bail!("{e}: {} was not verified", t.path),
-            Err(_) => bail!(
-                "the decompressor stopped unexpectedly: {} was not verified",
-                t.path
-            ),
-        };
-        if off + n as u64 > t.size {
-            bail!(
-                "{} ({} bytes) is smaller than the image: it cannot hold it",
-                t.path,
-                t.size
-            );
-        }
-        t.read_at(&mut got[..n], off).map_err(|e| {
-            anyhow!(
-                "reading {} failed at byte {off} ({e}): was the card removed?",
-                t.path
-            )
-        })?;
-        if buf[..n] != got[..n] {
-            source::recheck(img).map_err(|e| anyhow!("{e:#}: {} was not verified", t.path))?;
-            let head = n.min(HEAD);
-            if off == 0 && got[..head].iter().all(|b| *b == 0) && buf[..head] != got[..head] {
-                bail!(
-                    "{} does not hold the image: its first MiB is blank, the sign of an earlier `cargo xtask flash` that did not finish (it writes the first MiB last) or of a card never written; flash it again",
-                    t.path
-                );
-            }
-            let at = off
-                + buf[..n]
-                    .iter()
-                    .zip(got[..n].iter())
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0) as u64;
-            bail!(mismatch(t, at));
-        }
-        off += n as u64;
-        progress.update(off);
-        let last = n < CHUNK;
-        let _ = free.send(buf);
-        if last {
-            break;
-        }
-    }
-    Ok((off, progress.finish(off)))
 }

@@ -2,6 +2,8 @@
 //! (`info`), their partition table (`mbr`), the Wi-Fi secrets and host key it
 //! writes into them (`wifi`, `hostkey`) and the streaming copy/hash/compress steps (`stream`).
 
+pub mod bmap;
+pub mod frames;
 pub mod hostkey;
 pub mod info;
 pub mod mbr;

@@ -1,0 +1,326 @@
+//! `flash` with a block map (`cargo xtask bmap`, bmaptool's format): only
+//! the mapped ranges are written and read back, the card still checks
+//! clean, bmaptool itself accepts the map, a changed image fails before the
+//! first MiB is written, a map of another image is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::common::{self, loopdev::LoopDev, need_program, prerequisite};
+use super::{IMAGE_MIB, flash, image, refused, s, text};
+
+const BLOCK: usize = 4096;
+
+/// The mapped block ranges of a bmap file, read independently of the xtask.
+fn ranges(bmap: &Path) -> Vec<(usize, usize)> {
+    std::fs::read_to_string(bmap)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("<Range"))
+        .map(|l| {
+            let span = l
+                .split('>')
+                .nth(1)
+                .unwrap()
+                .split('<')
+                .next()
+                .unwrap()
+                .trim();
+            let (a, b) = span.split_once('-').unwrap_or((span, span));
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
+}
+
+/// `cargo xtask bmap raw --out out`.
+fn make_bmap(raw: &Path, out: &Path) {
+    let o = common::xtask(&common::repo_root())
+        .args(["bmap", s(raw), "--out", s(out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A copy of the test image as `<dir>/card.img.zst` with `card.bmap` beside it.
+fn mapped_image(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let img = image().unwrap();
+    let zst = dir.join("card.img.zst");
+    std::fs::copy(&img.zst, &zst).unwrap();
+    let bmap = dir.join("card.bmap");
+    make_bmap(&img.raw, &bmap);
+    (zst, bmap, std::fs::read(&img.raw).unwrap())
+}
+
+fn mapped_set(bmap: &Path, blocks: usize) -> Vec<bool> {
+    let mut m = vec![false; blocks];
+    for (a, b) in ranges(bmap) {
+        m[a..=b].iter_mut().for_each(|x| *x = true);
+    }
+    m
+}
+
+fn fsck_clean(dev: &LoopDev) {
+    let parts = dev.partitions();
+    assert_eq!(parts.len(), 2, "expected two partitions, found {parts:?}");
+    for (prog, part) in [("fsck.vfat", &parts[0]), ("e2fsck", &parts[1])] {
+        let o = Command::new(prog).args(["-fn", part]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{prog}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
+
+/// A file of the ext4 root, read with debugfs from `fs`.
+fn cat(fs: &str, file: &str) -> Vec<u8> {
+    let o = Command::new("debugfs")
+        .args(["-R", &format!("cat {file}"), fs])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    o.stdout
+}
+
+#[test]
+fn only_mapped_ranges_are_written_and_the_card_checks_clean() {
+    if image().is_none() || !prerequisite(need_program("debugfs", "e2fsprogs")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (zst, bmap, raw) = mapped_image(dir.path());
+    let blocks = raw.len() / BLOCK;
+    let mapped = mapped_set(&bmap, blocks);
+    let unmapped = mapped.iter().filter(|m| !**m).count();
+    assert!(
+        unmapped > 256,
+        "the test image has only {unmapped} free blocks"
+    );
+    assert!(
+        mapped[..(8 << 20) / BLOCK].iter().all(|m| *m),
+        "MBR and gap mapped"
+    );
+
+    let dev = LoopDev::new(IMAGE_MIB + 16);
+    let before = dev.contents();
+    let out = flash(&[s(&zst), &dev.path, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("block map: ") && t.contains("verified"), "{t}");
+    let got = dev.contents();
+    for (i, m) in mapped.iter().enumerate() {
+        let r = i * BLOCK..(i + 1) * BLOCK;
+        if *m {
+            assert!(
+                got[r.clone()] == raw[r],
+                "mapped block {i} differs from the image"
+            );
+        } else {
+            assert!(
+                got[r.clone()] == before[r],
+                "unmapped block {i} was written"
+            );
+        }
+    }
+    assert!(
+        got[raw.len()..] == before[raw.len()..],
+        "bytes past the image were touched"
+    );
+    fsck_clean(&dev);
+    let parts = dev.partitions();
+    let raw_path = dir.path().join("card.img");
+    std::fs::write(&raw_path, &raw).unwrap();
+    let root_off = 38 << 20;
+    // Every file of the root, read back from the card, equals the image's.
+    let (from_card, from_image) = (dir.path().join("card"), dir.path().join("image"));
+    for (fs, to) in [
+        (parts[1].clone(), &from_card),
+        (
+            format!("{}?offset={root_off}", raw_path.display()),
+            &from_image,
+        ),
+    ] {
+        std::fs::create_dir(to).unwrap();
+        let o = Command::new("debugfs")
+            .args(["-R", &format!("rdump / {}", to.display()), &fs])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        cat(&parts[1], "/boot/extlinux/extlinux.conf"),
+        std::fs::read(from_image.join("boot/extlinux/extlinux.conf")).unwrap()
+    );
+    let diff = Command::new("diff")
+        .args(["-r", "-q", s(&from_card), s(&from_image)])
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    // `--verify-only` compares the mapped ranges, and passes.
+    let out = flash(&[s(&zst), &dev.path, "--verify-only"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // `--no-bmap` writes everything.
+    let whole = LoopDev::new(IMAGE_MIB + 16);
+    let out = flash(&[s(&zst), &whole.path, "--yes", "--no-bmap"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("block map: "));
+    assert!(whole.contents()[..raw.len()] == raw[..]);
+}
+
+#[test]
+fn bmaptool_copies_with_our_map() {
+    if image().is_none() || !prerequisite(need_program("bmaptool", "bmap-tools")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (zst, bmap, raw) = mapped_image(dir.path());
+    let dev = LoopDev::new(IMAGE_MIB + 16);
+    let before = dev.contents();
+    let o = Command::new("bmaptool")
+        .args(["copy", "--bmap", s(&bmap), s(&zst), &dev.path])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "bmaptool: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = dev.contents();
+    for (i, m) in mapped_set(&bmap, raw.len() / BLOCK).iter().enumerate() {
+        let r = i * BLOCK..(i + 1) * BLOCK;
+        let want = if *m {
+            &raw[r.clone()]
+        } else {
+            &before[r.clone()]
+        };
+        assert!(got[r] == *want, "block {i} (mapped: {m})");
+    }
+    fsck_clean(&dev);
+}
+
+#[test]
+fn a_changed_image_fails_before_the_first_mib_is_written() {
+    if image().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (zst, bmap, mut raw) = mapped_image(dir.path());
+    // One byte changed in a mapped block of the ext4 root, after the first MiB.
+    let mapped = mapped_set(&bmap, raw.len() / BLOCK);
+    let at = ((40 << 20) / BLOCK..).find(|i| mapped[*i]).unwrap() * BLOCK + 100;
+    raw[at] ^= 0xff;
+    let changed = dir.path().join("card.img");
+    std::fs::write(&changed, &raw).unwrap();
+    std::fs::remove_file(&zst).unwrap();
+    let z = Command::new("zstd")
+        .args(["-q", s(&changed), "-o", s(&zst)])
+        .status()
+        .unwrap();
+    assert!(z.success());
+    std::fs::remove_file(&changed).unwrap();
+    let dev = LoopDev::new(IMAGE_MIB + 16);
+    let out = flash(&[s(&zst), &dev.path, "--yes"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("does not match its block map"), "{t}");
+    assert!(t.contains("--no-bmap"), "{t}");
+    assert!(!t.contains('✓'), "{t}");
+    assert!(
+        dev.read_at(0, 1 << 20).iter().all(|b| *b == 0),
+        "the first MiB was written: the card would boot a changed image"
+    );
+}
+
+#[test]
+fn a_map_of_another_image_is_refused_untouched() {
+    if image().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image().unwrap();
+    let zst = dir.path().join("card.img.zst");
+    std::fs::copy(&img.zst, &zst).unwrap();
+    // The same image 1 MiB longer: another image.
+    let mut other = std::fs::read(&img.raw).unwrap();
+    other.extend(vec![0u8; 1 << 20]);
+    let other_raw = dir.path().join("other.img");
+    std::fs::write(&other_raw, &other).unwrap();
+    make_bmap(&other_raw, &dir.path().join("card.bmap"));
+    let dev = LoopDev::new(IMAGE_MIB + 16);
+    let before = dev.contents();
+    let out = flash(&[s(&zst), &dev.path, "--yes"]);
+    refused(&out, "is not the block map of", &dev, &before);
+    // A map file that was edited is refused too.
+    let bmap = dir.path().join("card.bmap");
+    make_bmap(&img.raw, &bmap);
+    let text_ = std::fs::read_to_string(&bmap).unwrap();
+    std::fs::write(&bmap, text_.replacen("<Range chksum", "<Range  chksum", 1)).unwrap();
+    let out = flash(&[s(&zst), &dev.path, "--yes"]);
+    refused(&out, "is not a usable block map", &dev, &before);
+}
+
+#[test]
+fn multi_frame_and_single_frame_zst_give_identical_cards() {
+    if image().is_none() {
+        return;
+    }
+    let img = image().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Independent 8 MiB frames, made by the zstd program piece by piece.
+    let parts = dir.path().join("part-");
+    let split = Command::new("split")
+        .args(["-b", "8M", s(&img.raw), s(&parts)])
+        .status()
+        .unwrap();
+    assert!(split.success());
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert_eq!(names.len() as u64, IMAGE_MIB / 8);
+    let multi = dir.path().join("multi.img.zst");
+    let mut out = std::fs::File::create(&multi).unwrap();
+    for p in &names {
+        let z = Command::new("zstd")
+            .args(["-q", "-c", s(p)])
+            .output()
+            .unwrap();
+        assert!(z.status.success());
+        std::io::Write::write_all(&mut out, &z.stdout).unwrap();
+    }
+    drop(out);
+    let (a, b) = (LoopDev::new(IMAGE_MIB), LoopDev::new(IMAGE_MIB));
+    let out = flash(&[s(&multi), &a.path, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = flash(&[s(&img.zst), &b.path, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let raw = std::fs::read(&img.raw).unwrap();
+    assert!(
+        a.contents() == raw,
+        "the multi-frame image's card differs from the image"
+    );
+    assert!(a.contents() == b.contents(), "the two cards differ");
+    // A truncated multi-frame image is refused before anything is written.
+    let cut = dir.path().join("cut.img.zst");
+    let bytes = std::fs::read(&multi).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let before = a.contents();
+    let out = flash(&[s(&cut), &a.path, "--yes"]);
+    super::refused(&out, "corrupt or truncated", &a, &before);
+    // A changed byte inside a frame fails during the write, the card left unbootable.
+    let bad = dir.path().join("bad.img.zst");
+    let mut changed = bytes.clone();
+    let mid = changed.len() / 2;
+    changed[mid] ^= 0xff;
+    std::fs::write(&bad, &changed).unwrap();
+    let out = flash(&[s(&bad), &a.path, "--yes"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("corrupt"), "{}", text(&out));
+    assert!(a.read_at(0, 1 << 20).iter().all(|b| *b == 0));
+}
