@@ -16,6 +16,7 @@ mod interrupt;
 mod inventory;
 mod nix;
 mod nix_error;
+mod plan;
 mod repo;
 mod ssh;
 mod sshkey;
