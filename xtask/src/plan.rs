@@ -228,6 +228,9 @@ impl Plan {
     /// The plan line and the derivations to build, one a line.
     pub fn render(&self) -> String {
         let mut s = self.line();
+        for u in &self.unknown {
+            s.push_str(&format!("\n  Nix does not know how to build {u}"));
+        }
         for b in &self.builds {
             s.push_str(&format!(
                 "\n  build {}{}{}",
@@ -264,29 +267,86 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Asks Nix for the plan of `installable`: the same `nix build` with
-/// `--dry-run` (echoed; it makes no `out_link`), then classified. Needs no
-/// aarch64 builder.
-pub fn ask(installable: &str, out_link: &Path, build_host: Option<&str>) -> Result<Plan> {
+/// Asks Nix for the plan of `installable`: the same `nix build` as the
+/// real one (`nix::build`'s arguments) with `--dry-run` and no link,
+/// echoed, then classified. Needs no aarch64 builder. `Ok(Err(stderr))`
+/// when Nix fails (evaluation, download): the caller says what it means.
+pub fn ask(installable: &str, build_host: Option<&str>) -> Result<Result<Plan, String>> {
     let sh = xshell::Shell::new()?;
-    let cmd = crate::nix::build(&sh, installable, out_link, build_host, false);
-    let cmd = cmd.arg("--dry-run");
+    let mut cmd = xshell::cmd!(sh, "nix build --extra-experimental-features")
+        .arg("nix-command flakes")
+        .args(["--dry-run", "--no-link"])
+        .arg(installable);
+    if let Some(host) = build_host {
+        cmd = cmd
+            .arg("--builders")
+            .arg(format!("ssh://{host} aarch64-linux"))
+            .args(["--max-jobs", "0"])
+            .args(["--option", "builders-use-substitutes", "true"]);
+    }
     let out = crate::exec::output_any(cmd)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!(
-            "nix could not plan the build: {}\n(Nix's whole message:)\n{}",
-            crate::nix::error_summary(&stderr),
-            stderr.trim_end()
-        );
+        eprint!("{stderr}");
+        return Ok(Err(stderr.into_owned()));
     }
-    let dry = parse(&stderr);
-    Ok(Plan::new(
-        dry,
+    Ok(Ok(Plan::new(
+        parse(&stderr),
         build_host.map(String::from),
         std::env::consts::ARCH,
         drv_system,
-    ))
+    )))
+}
+
+/// `--plan`: prints the plan on stdout; an error (exit non-zero) when the
+/// build would be refused.
+pub fn print(plan: &Plan, command: &str, allow_slow: bool) -> Result<()> {
+    println!("{}", plan.render());
+    match plan.refusal(command) {
+        Some(why) if !allow_slow => bail!("the build would be refused: {why}"),
+        Some(_) => println!("(--allow-slow-build: it would build them under QEMU anyway)"),
+        None => println!("nothing heavy is built under QEMU: the build may go on"),
+    }
+    Ok(())
+}
+
+/// `deploy --plan`: the plan of each host's system; an error naming the
+/// hosts whose build would be refused.
+pub fn hosts(
+    root: &Path,
+    hosts: &[crate::inventory::Host],
+    build_host: Option<&str>,
+    allow_slow: bool,
+) -> Result<()> {
+    crate::nix::version::require()?;
+    let mut refused = Vec::new();
+    for h in hosts {
+        let attr = crate::nix::host_attr(root, &h.name, ".system.build.toplevel");
+        let bh = build_host.or(h.build_host.as_deref());
+        let p = ask(&attr, bh)?.map_err(|e| {
+            anyhow::anyhow!(
+                "nix could not plan the build of `{}`: {}",
+                h.name,
+                crate::nix::error_summary(&e)
+            )
+        })?;
+        println!("{}:", h.name);
+        if print(&p, &format!("cargo xtask deploy {}", h.name), allow_slow).is_err() {
+            println!(
+                "{}",
+                p.refusal(&format!("cargo xtask deploy {}", h.name))
+                    .unwrap_or_default()
+            );
+            refused.push(h.name.clone());
+        }
+    }
+    if !refused.is_empty() {
+        bail!(
+            "the build of {} would be refused (reasons above)",
+            refused.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Prints the plan and refuses heavy emulated builds unless `allow_slow`.

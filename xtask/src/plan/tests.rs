@@ -54,7 +54,10 @@ fn parses_plurals_sizes_and_noise() {
     assert_eq!(d.fetched.len(), 3);
     assert_eq!(d.unknown, ["/nix/store/f-w"]);
     assert_eq!(d.download_mib, 12.5);
-    assert_eq!(download_mib("these 2 paths will be fetched (512.0 KiB download, 1 MiB unpacked):"), Some(0.5));
+    assert_eq!(
+        download_mib("these 2 paths will be fetched (512.0 KiB download, 1 MiB unpacked):"),
+        Some(0.5)
+    );
     assert_eq!(download_mib("(1.5 GiB download)"), Some(1536.0));
 }
 
@@ -109,15 +112,31 @@ fn refuses_an_emulated_kernel_only() {
         );
         let why = p.refusal("cargo xtask sd a").unwrap();
         assert!(why.contains("linux-6.18.0 (a Linux kernel)"), "{why}");
-        for way in ["--build-host user@machine", "--allow-slow-build", "binary cache"] {
+        for way in [
+            "--build-host user@machine",
+            "--allow-slow-build",
+            "binary cache",
+        ] {
             assert!(why.contains(way), "{why}");
         }
         assert!(check(&p, "cargo xtask sd a", false).is_err());
         assert!(check(&p, "cargo xtask sd a", true).is_ok());
         // Native: on a build host, on an aarch64 CPU, or an x86_64 derivation.
-        assert!(plan(text, Some("pi@arm"), "x86_64", "aarch64-linux").refusal("x").is_none());
-        assert!(plan(text, None, "aarch64", "aarch64-linux").refusal("x").is_none());
-        assert!(plan(text, None, "x86_64", "x86_64-linux").refusal("x").is_none());
+        assert!(
+            plan(text, Some("pi@arm"), "x86_64", "aarch64-linux")
+                .refusal("x")
+                .is_none()
+        );
+        assert!(
+            plan(text, None, "aarch64", "aarch64-linux")
+                .refusal("x")
+                .is_none()
+        );
+        assert!(
+            plan(text, None, "x86_64", "x86_64-linux")
+                .refusal("x")
+                .is_none()
+        );
         assert!(
             plan(text, Some("pi@arm"), "x86_64", "aarch64-linux")
                 .line()
