@@ -251,7 +251,7 @@ fn tree_of_real_files(tree: &Path, bytes: u64) -> Result<u64> {
             std::fs::create_dir_all(to.parent().unwrap())?;
             // -a: links, modes, times as they are; no crossing into other file systems.
             run_std(Command::new("cp").arg("-a").arg("-x").arg(&s).arg(&to))?;
-            size = du(tree)?;
+            size += du(&to)?;
         }
         std::fs::write(&done, size.to_string())?;
     }
