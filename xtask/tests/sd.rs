@@ -879,4 +879,29 @@ fn plan_against_a_local_binary_cache() {
     let out = plan(&["--allow-slow-build"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("--allow-slow-build: it would build them"));
+
+    // deploy --plan: the same plan for the host's system (the fixture's
+    // toplevel is its image), refused the same way.
+    let out = xtask(root)
+        .args(["deploy", "rpi-box-01", "--plan"])
+        .env(
+            "NIX_CONFIG",
+            format!("substituters = {url}\nrequire-sigs = false"),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("rpi-box-01:\nplan: 2 derivations built here (1 under QEMU"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("`cargo xtask deploy rpi-box-01 --build-host user@machine`"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("the build of rpi-box-01 would be refused"),
+        "{stderr}"
+    );
 }

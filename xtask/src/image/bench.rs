@@ -226,32 +226,41 @@ fn tree_of_real_files(tree: &Path, bytes: u64) -> Result<u64> {
     if !done.exists() {
         let _ = std::fs::remove_dir_all(tree);
         std::fs::create_dir_all(tree)?;
-        let mut sources: Vec<PathBuf> = Vec::new();
-        for top in [
-            "/usr/share",
-            "/usr/bin",
-            "/usr/lib",
-            "/usr/libexec",
+        // Folders whole while they fit, else what is inside them, so the
+        // tree ends within a few MiB of the size asked for.
+        let mut todo: Vec<PathBuf> = [
             "/usr/sbin",
-        ] {
-            let Ok(rd) = std::fs::read_dir(top) else {
-                continue;
-            };
-            let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            v.sort();
-            sources.extend(v);
-        }
+            "/usr/libexec",
+            "/usr/lib",
+            "/usr/bin",
+            "/usr/share",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         let mut size = 0;
-        for s in sources {
+        while let Some(s) = todo.pop() {
             if size >= bytes {
                 break;
             }
-            let rel = s.strip_prefix("/").unwrap_or(&s);
-            let to = tree.join(rel);
+            let meta = std::fs::symlink_metadata(&s)?;
+            let need = if meta.is_dir() { du(&s)? } else { meta.len() };
+            if size + need > bytes + (16 << 20) {
+                if meta.is_dir() {
+                    let mut v: Vec<PathBuf> = std::fs::read_dir(&s)?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .collect();
+                    v.sort();
+                    v.reverse();
+                    todo.extend(v);
+                }
+                continue;
+            }
+            let to = tree.join(s.strip_prefix("/").unwrap_or(&s));
             std::fs::create_dir_all(to.parent().unwrap())?;
-            // -a: links, modes, times as they are; no crossing into other file systems.
+            // -a: links, modes, times as they are; -x: no other file systems.
             run_std(Command::new("cp").arg("-a").arg("-x").arg(&s).arg(&to))?;
-            size += du(&to)?;
+            size += need;
         }
         std::fs::write(&done, size.to_string())?;
     }
