@@ -68,16 +68,15 @@ pub fn parse(text: &str) -> DryRun {
     let mut section = Section::None;
     for line in text.lines() {
         let trimmed = line.trim();
-        if let Some(path) = trimmed.strip_prefix("/nix/store/").map(|_| trimmed) {
-            if line.starts_with(' ') {
-                match section {
-                    Section::Built => dry.built.push(path.to_string()),
-                    Section::Fetched => dry.fetched.push(path.to_string()),
-                    Section::Unknown => dry.unknown.push(path.to_string()),
-                    Section::None => {}
-                }
-                continue;
+        if trimmed.starts_with("/nix/store/") && line.starts_with(' ') {
+            let path = trimmed.to_string();
+            match section {
+                Section::Built => dry.built.push(path),
+                Section::Fetched => dry.fetched.push(path),
+                Section::Unknown => dry.unknown.push(path),
+                Section::None => {}
             }
+            continue;
         }
         section = if trimmed.contains("will be built") {
             Section::Built

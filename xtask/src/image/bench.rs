@@ -146,8 +146,22 @@ fn timed(cmd: &mut Command) -> Result<Duration> {
         bail!("{shown} failed ({status})");
     }
     let d = t.elapsed();
-    eprintln!("  {:.1} s", d.as_secs_f64());
+    eprintln!(
+        "  {:.1} s (cpu time of all commands so far {:.1} s)",
+        d.as_secs_f64(),
+        children_cpu().as_secs_f64()
+    );
     Ok(d)
+}
+
+/// User plus system CPU time of the finished child processes: unlike the
+/// wall-clock time, it hardly moves with the machine's load.
+pub fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(r.ru_utime) + tv(r.ru_stime)
 }
 
 /// The arm64 tools run and are aarch64 (`zstd --version` under QEMU).
