@@ -51,7 +51,12 @@ pub fn run(dir: &Path, tree_mib: u64) -> Result<()> {
     // The tree and the images live inside the arm64 root, so both runs
     // read the same files by the same paths (`qemu -L ROOT` finds them).
     let work = arm.join("bench");
-    let tree = work.join("tree");
+    // One tree per size asked (the 1536 MiB one was made as `tree`).
+    let tree = if tree_mib == 1536 {
+        work.join("tree")
+    } else {
+        work.join(format!("tree-{tree_mib}"))
+    };
     let size = tree_of_real_files(&tree, tree_mib << 20)?;
     let load_before = loadavg();
 
