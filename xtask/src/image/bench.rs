@@ -77,7 +77,9 @@ pub fn run(dir: &Path, tree_mib: u64) -> Result<()> {
         zstd: qemu("usr/bin/zstd"),
     };
     check_arm64(&emulated)?;
+    let c0 = children_cpu();
     let n = time_both(&native, &tree, &work, size, "native x86_64")?;
+    let c1 = children_cpu();
     let e = time_both(
         &emulated,
         &tree,
@@ -85,9 +87,15 @@ pub fn run(dir: &Path, tree_mib: u64) -> Result<()> {
         size,
         "aarch64 under qemu-aarch64-static",
     )?;
+    let c2 = children_cpu();
     drop(lock);
     println!();
     println!("{}", report(size, n, e, &load_before, &loadavg()));
+    let (cn, ce) = ((c1 - c0).as_secs_f64(), (c2 - c1).as_secs_f64());
+    println!(
+        "cpu time (user+sys, both steps): native {cn:.1} s, under QEMU {ce:.1} s, ratio {:.1}x (wall-clock times move with the load; cpu times hardly do)",
+        ce / cn.max(0.001)
+    );
     Ok(())
 }
 
