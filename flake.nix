@@ -12,12 +12,16 @@
       # builtins only: `nix eval .#inventory` needs no nixpkgs.
       inventory = import ./lib/inventory.nix { root = ./.; };
 
+      # Central monitoring from the inventory, builtins only:
+      # `nix eval --json .#monitoring.prometheus` is the Prometheus config.
+      monitoring = import ./lib/monitoring.nix { inherit inventory; };
+
       # Every host's system: the shared modules, its model's hardware module
       # (chosen in modules/default.nix) and hosts/<name>/default.nix.
       mkHost =
         name: host:
         lib.nixosSystem {
-          specialArgs = { inherit inventory host; };
+          specialArgs = { inherit inventory host monitoring; };
           modules = [
             ./modules
             (./hosts + "/${name}")
@@ -35,6 +39,9 @@
     in
     {
       inherit inventory;
+
+      # `prometheus`: the monitoring host's scrape configuration.
+      monitoring = { inherit (monitoring) prometheus; };
 
       # `<host>` and `<host>-sd` are the same system: the SD image boots
       # exactly what `cargo xtask deploy` installs.

@@ -73,6 +73,12 @@ in
   fleet = {
     # Wi-Fi regulatory domain (ISO 3166-1 alpha-2), wpa_supplicant's `country=`.
     wifi_country = (fleet.fleet or { }).wifi_country or null;
+    # The binary cache CI pushes to (substituter URL) and its public key.
+    cache = (fleet.fleet or { }).cache or null;
+    cache_key = (fleet.fleet or { }).cache_key or null;
+    # The host that runs Prometheus, Grafana and the journal receiver
+    # (modules/monitoring/); null: no central monitoring.
+    monitoring = (fleet.fleet or { }).monitoring or null;
   };
 
   # authorized_keys lines (comments dropped) for every Pi's admin users.

@@ -1,5 +1,10 @@
 # Settings every Pi shares: Nix, time, locale, logs, memory.
-{ lib, options, ... }:
+{
+  lib,
+  options,
+  inventory,
+  ...
+}:
 {
   nix.settings = {
     experimental-features = [
@@ -11,6 +16,10 @@
       "root"
       "@wheel"
     ];
+    # The fleet's binary cache ([fleet] cache in hosts/fleet.toml), which CI
+    # pushes every host's system to: deploys substitute from it on the Pi.
+    substituters = lib.optional (inventory.fleet.cache != null) inventory.fleet.cache;
+    trusted-public-keys = lib.optional (inventory.fleet.cache_key != null) inventory.fleet.cache_key;
   };
 
   # Weekly garbage collection; generations from the last 30 days stay, so a

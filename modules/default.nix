@@ -12,6 +12,7 @@
     ./wifi.nix
     ./docker.nix
     ./containers.nix
+    ./monitoring
     (./hardware + "/${host.model}.nix")
   ];
 }

@@ -8,6 +8,10 @@
       enable = lib.mkDefault true;
       dates = lib.mkDefault "weekly";
     };
+    # Containers log to journald (the default logDriver); the driver also
+    # records each one's Compose project, as COM_DOCKER_COMPOSE_PROJECT, so
+    # `cargo xtask logs -c PROJECT` finds a project's containers.
+    daemon.settings.log-opts.labels = lib.mkDefault "com.docker.compose.project";
   };
 
   # nixpkgs defaults to podman since 22.05.

@@ -22,6 +22,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
     SIGNAL.store(sig, Ordering::SeqCst);
 }
 
+/// Whether a signal asked the run to end (its clean-up is under way).
+pub fn interrupted() -> bool {
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
 /// Runs `cleanup` if the process is interrupted before [`forget`]`(key)`.
 pub fn on_exit(key: &str, cleanup: impl FnOnce() + Send + 'static) {
     CLEANUPS

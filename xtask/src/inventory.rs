@@ -30,7 +30,7 @@ pub const HOST_KEYS: &[&str] = &[
     "dns",
 ];
 /// The keys the `[fleet]` table (settings of the whole fleet) may have.
-pub const FLEET_KEYS: &[&str] = &["wifi_country"];
+pub const FLEET_KEYS: &[&str] = &["wifi_country", "cache", "cache_key", "monitoring"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -169,6 +169,17 @@ pub struct FleetSettings {
     /// Wi-Fi regulatory domain (ISO 3166-1 alpha-2), written as
     /// wpa_supplicant's `country=`; required when a host has `wifi`.
     pub wifi_country: Option<String>,
+    /// The binary cache CI pushes the hosts' systems to (its substituter
+    /// URL), and its public key: written once here, read by the workflows
+    /// (`cargo xtask ci cache`), the Pis and `check`.
+    pub cache: Option<String>,
+    pub cache_key: Option<String>,
+    /// The host that runs Prometheus, Grafana and the journal receiver
+    /// (modules/monitoring/); every Pi sends it metrics and its journal.
+    pub monitoring: Option<String>,
+    /// Where `monitoring` is written (for its problems).
+    #[serde(skip)]
+    pub monitoring_line: usize,
 }
 
 /// One thing wrong with the fleet definition.
@@ -383,6 +394,8 @@ pub fn parse_fleet(text: &str) -> (Vec<Host>, FleetSettings, Vec<Problem>) {
     }
     problems.extend(check_unique(&hosts));
     problems.extend(check_wifi_country(&hosts, &settings, country_line));
+    problems.extend(crate::ci::cache_pair_problems(text, &settings));
+    problems.extend(check_monitoring(&hosts, &settings));
     problems.sort_by_key(|p| p.line);
     (hosts, settings, problems)
 }
@@ -399,6 +412,23 @@ fn parse_settings(
     for (key, value) in t.iter() {
         let k = key.get_ref().as_ref();
         let line = line_of(text, value.span().start);
+        if k == "cache" || k == "cache_key" {
+            parse_cache_setting(k, line, value.get_ref(), settings, problems);
+            continue;
+        }
+        if k == "monitoring" {
+            settings.monitoring_line = line;
+            match value.get_ref().as_str() {
+                Some(m) => settings.monitoring = Some(m.to_string()),
+                None => problems.push(Problem::new(
+                    f,
+                    line,
+                    "`monitoring` must be a host's name (a string)",
+                    "write e.g. `monitoring = \"rpi-box-01\"`: the host that runs Prometheus and Grafana",
+                )),
+            }
+            continue;
+        }
         if k != "wifi_country" {
             problems.push(Problem::new(
                 f,
@@ -431,6 +461,88 @@ fn parse_settings(
         }
     }
     country_line
+}
+
+/// `cache = "https://…"` (a substituter URL) or `cache_key = "name:base64"`.
+fn parse_cache_setting(
+    k: &str,
+    line: usize,
+    value: &DeValue<'_>,
+    settings: &mut FleetSettings,
+    problems: &mut Vec<Problem>,
+) {
+    let example = if k == "cache" {
+        "write e.g. `cache = \"https://my-fleet.cachix.org\"` (Cachix) or `cache = \"https://attic.example.org/my-fleet\"` (Attic)"
+    } else {
+        "write the cache's public key, e.g. `cache_key = \"my-fleet.cachix.org-1:…=\"`"
+    };
+    let Some(v) = value.as_str() else {
+        problems.push(Problem::new(
+            INVENTORY,
+            line,
+            format!("`{k}` must be a string, not {}", value.type_str()),
+            example,
+        ));
+        return;
+    };
+    let ok = if k == "cache" {
+        crate::ci::cache_url_ok(v)
+    } else {
+        crate::ci::cache_key_ok(v)
+    };
+    if !ok {
+        problems.push(Problem::new(
+            INVENTORY,
+            line,
+            format!(
+                "`{k} = \"{v}\"` is not a valid binary cache {}",
+                if k == "cache" { "URL" } else { "public key" }
+            ),
+            example,
+        ));
+        return;
+    }
+    if k == "cache" {
+        settings.cache = Some(v.to_string());
+    } else {
+        settings.cache_key = Some(v.to_string());
+    }
+}
+
+/// `[fleet] monitoring` names a host of the fleet.
+fn check_monitoring(hosts: &[Host], settings: &FleetSettings) -> Option<Problem> {
+    let m = settings.monitoring.as_ref()?;
+    if let Some(h) = hosts.iter().find(|h| &h.name == m) {
+        // Every Pi's firewall lets only this address read metrics.
+        let ip = h
+            .static_ipv4
+            .as_ref()
+            .map_or(h.address.as_str(), |s| s.address.as_str());
+        if ip.parse::<std::net::Ipv4Addr>().is_ok() {
+            return None;
+        }
+        return Some(Problem::new(
+            INVENTORY,
+            settings.monitoring_line,
+            format!(
+                "the monitoring host `{m}` has address `{}`, but every Pi's firewall lets only the monitoring host's IPv4 address read its metrics",
+                h.address
+            ),
+            format!(
+                "give `{m}` a static address (`address = \"192.0.2.10/24\"` with `gateway` and `dns`) or an IP address its router reserves"
+            ),
+        ));
+    }
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    Some(Problem::new(
+        INVENTORY,
+        settings.monitoring_line,
+        format!("`monitoring = \"{m}\"` names no host of the fleet"),
+        format!(
+            "name one of the [[host]] tables ({}), a Pi 4 with memory to spare for Prometheus and Grafana",
+            names.join(", ")
+        ),
+    ))
 }
 
 /// A Wi-Fi host needs the fleet's regulatory domain.
@@ -1304,6 +1416,23 @@ wifi = "home"
         assert_eq!(hosts[0].line, 4);
         // Without Wi-Fi hosts the country is not needed.
         assert!(problems(&host("address = \"a.local\"\n")).is_empty());
+    }
+
+    #[test]
+    fn monitoring_names_a_host() {
+        let host = "[[host]]\nname = \"a\"\nmodel = \"pi4\"\naddress = \"a.local\"\n";
+        let (_, settings, problems) =
+            parse_fleet(&format!("[fleet]\nmonitoring = \"a\"\n\n{host}"));
+        assert_eq!(problems.len(), 1, "a .local address: {problems:?}");
+        assert!(problems[0].message.contains("IPv4"), "{}", problems[0]);
+        let fixed = host.replace("a.local", "192.0.2.10");
+        let (_, _, problems) = parse_fleet(&format!("[fleet]\nmonitoring = \"a\"\n\n{fixed}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(settings.monitoring.as_deref(), Some("a"));
+        let (_, _, problems) = parse_fleet(&format!("[fleet]\nmonitoring = \"b\"\n\n{host}"));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 2);
+        assert!(problems[0].fix.contains("(a)"), "{}", problems[0]);
     }
 
     #[test]

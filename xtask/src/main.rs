@@ -4,19 +4,24 @@
 mod binfmt;
 mod brokenpipe;
 mod capture;
+mod ci;
 mod cmd;
 mod container_pins;
 mod containers;
 mod deploy;
 mod exec;
 mod flash;
+mod fleet_bench;
 mod git;
+mod health;
 mod image;
 mod interrupt;
 mod inventory;
+mod journal;
 mod nix;
 mod nix_error;
 mod plan;
+mod reach;
 mod repo;
 mod ssh;
 mod sshkey;
@@ -66,10 +71,18 @@ enum Command {
     Rollback(cmd::rollback::Args),
     /// Show every host's state: reachable, version, generation, in sync with Git
     Status(cmd::status::Args),
+    /// Journal entries of many hosts, merged in time order; -f follows them all
+    Logs(cmd::logs::Args),
+    /// Run a command on many hosts in parallel, with a table of exit codes
+    Exec(cmd::exec::Args),
+    /// Log into a host (or run one command) with the fleet's SSH settings
+    Ssh(cmd::ssh::Args),
     /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device; deploy: on fake Pis)
     Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
+    /// What the GitHub workflows read: the host matrix, the app images, the binary cache
+    Ci(cmd::ci::Args),
 }
 
 fn main() {
@@ -101,7 +114,11 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Deploy(args) => cmd::deploy::run(&root()?, args),
         Command::Rollback(args) => cmd::rollback::run(&root()?, args),
         Command::Status(args) => cmd::status::run(&root()?, args),
+        Command::Logs(args) => cmd::logs::run(&root()?, args),
+        Command::Exec(args) => cmd::exec::run(&root()?, args),
+        Command::Ssh(args) => cmd::ssh::run(&root()?, args),
         Command::Bench(args) => cmd::bench::run(&root()?, args),
         Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+        Command::Ci(args) => cmd::ci::run(&root()?, args),
     }
 }

@@ -775,6 +775,8 @@ fn a_cut_connection_during_a_failing_activation_is_learned_from_the_pi() {
         "{}",
         r.stdout
     );
+    // The activation's own connection was cut (ssh's 255), the outcome came from the Pi.
+    assert!(r.stderr.contains("(exit status: 255)"), "{}", r.stderr);
     // Learned as soon as the Pi answers again, not after the 15 minutes of "pending".
     assert!(r.took < Duration::from_secs(30), "took {:?}", r.took);
     assert_eq!(f.current("pi-a"), old);
@@ -897,6 +899,33 @@ fn sigterm_leaves_no_ssh_master_or_temp_folder() {
     f.set("pi-a", &Spec::version("2"));
     let r = xtask(&f, &["deploy", "pi-a"], "");
     assert!(r.ok, "the lock of the killed run was not released");
+
+    // SIGKILL (no clean-up at all): the lock still goes with the run.
+    f.set("pi-a", &Spec::version("3").mode("slow"));
+    let child = spawn(
+        &f,
+        &f.repo(),
+        &["deploy", "pi-a"],
+        &[("TMPDIR", tmp.to_str().unwrap())],
+    );
+    let start = Instant::now();
+    while !f
+        .ssh("pi-a", "cat /run/pi-nixos/lock.holder 2>/dev/null || true")
+        .contains(&format!("pid {} ", child.id()))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run never locked pi-a"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    f.set("pi-a", &Spec::version("4"));
+    let r = xtask(&f, &["deploy", "pi-a"], "");
+    assert!(r.ok, "the lock of a SIGKILLed run was not released");
+    assert!(r.took < Duration::from_secs(40), "took {:?}", r.took);
 }
 
 #[test]

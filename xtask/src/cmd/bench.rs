@@ -37,6 +37,12 @@ enum What {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// logs -n 100, exec --all -- true and status across fake Pis (needs root)
+    Fleet {
+        /// Number of fake Pis
+        #[arg(long, default_value_t = 8)]
+        hosts: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -69,6 +75,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             let dir = dir.unwrap_or_else(|| crate::image::bench::default_dir(root));
             return crate::image::bench::run(&dir, tree_mib);
         }
+        What::Fleet { hosts } => return crate::fleet_bench::run(root, hosts),
     };
     if let Some(p) = &a.make_image {
         testimage::make(p, a.size_mib, a.fill)?;

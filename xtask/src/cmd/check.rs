@@ -25,6 +25,8 @@ struct Report {
     skipped: Vec<String>,
     /// Per host, what its address relies on (information, not problems).
     addressing: Vec<Addressing>,
+    /// Worth knowing, not problems (the CI binary cache unused here).
+    notes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                     problems: vec![p],
                     skipped: Vec::new(),
                     addressing: Vec::new(),
+                    notes: Vec::new(),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
@@ -54,6 +57,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
     };
     let mut skipped = Vec::new();
+    let mut notes = Vec::new();
     problems.extend(check_lock(root)?);
     problems.extend(check_untracked(root)?);
     problems.extend(crate::container_pins::problems(&fleet)?);
@@ -61,9 +65,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         let sh = Shell::new()?;
         problems.extend(check_nix_parse(&sh, root)?);
         match nix::version::require() {
-            Ok(_) => {
+            Ok(installed) => {
                 problems.extend(check_flake_inventory(&sh, &fleet));
                 problems.extend(check_flake_checks(&sh, &fleet));
+                let v = (installed.version.major, installed.version.minor);
+                notes.extend(cache_note(&sh, v, &fleet));
             }
             Err(e) => problems.push(Problem::new(
                 "flake.nix",
@@ -83,6 +89,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         problems,
         skipped,
         addressing: addressing(&fleet),
+        notes,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -95,6 +102,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         for a in &report.addressing {
             println!("info: {}", a.note);
+        }
+        for n in &report.notes {
+            println!("note: {n}");
         }
         if report.ok {
             println!("✓ {} host(s), no problems", fleet.hosts.len());
@@ -283,6 +293,15 @@ fn check_flake_inventory(sh: &Shell, fleet: &Fleet) -> Vec<Problem> {
             "fix the error Nix names above; if the repository is a Git checkout, `git add` new files",
         )],
     }
+}
+
+/// The binary cache of `[fleet] cache`, when this workstation's Nix does
+/// not substitute from it (`nix config show`).
+fn cache_note(sh: &Shell, version: (u32, u32), fleet: &Fleet) -> Option<String> {
+    fleet.settings.cache.as_ref()?;
+    let text = exec::read(nix::show_config(sh, Some(version), true)).ok()?;
+    let config = crate::binfmt::nixconf::parse_show_config(&text);
+    crate::ci::substituter_note(&fleet.settings, &config)
 }
 
 /// Per host, what its address relies on: its `<name>.local` mDNS name, an

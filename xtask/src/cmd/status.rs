@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::deploy::remote::{self, Facts};
 use crate::deploy::{self, date, human_duration};
+use crate::health::{self, Health};
 use crate::image::{self, info::ImageInfo};
 use crate::inventory::{Fleet, Host};
 use crate::ssh::{self, Ssh, Target};
@@ -82,6 +83,8 @@ pub struct Status {
     pub uptime_seconds: Option<f64>,
     /// The record `cargo xtask sd` left next to the host's image, if any.
     pub sd_image: Option<ImageInfo>,
+    /// Temperature, throttling, memory, root filesystem, load.
+    pub health: Option<Health>,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -171,6 +174,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print(&rows);
+        print_health(&rows);
         if let Some(e) = eval_error.as_ref().filter(|_| !args.no_eval) {
             eprintln!(
                 "note: the Git tree could not be evaluated, so sync is unknown: {}",
@@ -226,6 +230,7 @@ fn empty(host: String, state: &str) -> Status {
         containers_declared: None,
         uptime_seconds: None,
         sd_image: None,
+        health: None,
     }
 }
 
@@ -256,14 +261,15 @@ fn expected_paths(root: &Path, names: &[String]) -> Result<BTreeMap<String, Opti
     serde_json::from_slice(&out.stdout).context("nix eval printed something unexpected")
 }
 
-fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {
+fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<(Facts, Health)> {
     let t = Target::of(h);
     let declared: Vec<String> = containers::read(root, &h.name)?
         .into_iter()
         .map(|c| c.name)
         .collect();
     let limit = Duration::from_secs(ssh.connect_timeout + 10);
-    let mut cmd = ssh.fresh_command(&t, remote::PROBE, &[&declared.join(" ")]);
+    let script = probe_script();
+    let mut cmd = ssh.fresh_command(&t, &script, &[&declared.join(" ")]);
     // Echoed with the probe script named, not spelled out (`deploy --dry-run` prints it).
     eprintln!(
         "$ {}",
@@ -271,7 +277,7 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {
     );
     let out = ssh::output_within(&mut cmd, limit)?;
     if out.status.success() {
-        return Ok(remote::parse_probe(&String::from_utf8_lossy(&out.stdout)));
+        return Ok(parse_probe(&out.stdout));
     }
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let failure = ssh::classify(&err);
@@ -280,21 +286,31 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Facts> {
         ssh.connect(&t, &|c| eprintln!("$ {}", ssh::show(c)))?;
         ssh.disconnect(&t);
         let out = ssh::output_within(
-            &mut ssh.fresh_command(&t, remote::PROBE, &[&declared.join(" ")]),
+            &mut ssh.fresh_command(&t, &script, &[&declared.join(" ")]),
             limit,
         )?;
         if out.status.success() {
-            return Ok(remote::parse_probe(&String::from_utf8_lossy(&out.stdout)));
+            return Ok(parse_probe(&out.stdout));
         }
         anyhow::bail!("{}", deploy::last_words(&out));
     }
     anyhow::bail!("{}", ssh.failure_message(&failure, &t, &err))
 }
 
+/// The deploy probe with the health lines before it (one SSH call).
+fn probe_script() -> String {
+    format!("{}{}", health::SCRIPT, remote::PROBE)
+}
+
+fn parse_probe(stdout: &[u8]) -> (Facts, Health) {
+    let text = String::from_utf8_lossy(stdout);
+    (remote::parse_probe(&text), health::parse(&text))
+}
+
 fn status(
     root: &Path,
     h: &Host,
-    f: Result<Facts>,
+    f: Result<(Facts, Health)>,
     expected: Option<String>,
     eval_error: Option<&str>,
 ) -> Status {
@@ -303,7 +319,10 @@ fn status(
     s.sd_image = image::info::read(root, &h.name);
     s.expected = expected.clone();
     let f = match f {
-        Ok(f) => f,
+        Ok((f, health)) => {
+            s.health = Some(health);
+            f
+        }
         Err(e) => {
             s.error = Some(format!("{e:#}"));
             s.sync_reason = "unreachable".into();
@@ -460,6 +479,61 @@ fn print(rows: &[Status]) {
         }
         if let Some(f) = s.failed_units.as_ref().filter(|f| !f.is_empty()) {
             println!("{}: failed units: {}", s.host, f.join(", "));
+        }
+    }
+}
+
+/// The health table (temperature, throttling, memory, root fs, load) of
+/// the reachable hosts, and a line for each one throttled now or with a
+/// root filesystem above 90 %.
+fn print_health(rows: &[Status]) {
+    let table: Vec<[String; 6]> = rows
+        .iter()
+        .filter_map(|s| {
+            let [t, th, m, r, l] = health::columns(s.health.as_ref()?);
+            Some([s.host.clone(), t, th, m, r, l])
+        })
+        .collect();
+    if table.is_empty() {
+        return;
+    }
+    println!();
+    crate::cmd::list::print_table(
+        &[
+            "HOST",
+            "TEMP",
+            "THROTTLING",
+            "MEMORY USED",
+            "ROOT FS",
+            "LOAD",
+        ],
+        &table,
+    );
+    for s in rows {
+        let Some(h) = &s.health else { continue };
+        let now: Vec<&String> = h
+            .throttling
+            .iter()
+            .flatten()
+            .filter(|t| t.ends_with(" now"))
+            .collect();
+        if !now.is_empty() {
+            println!(
+                "{}: {}: check its power supply (a Pi needs 5.1 V at 2.5-3 A) and its cooling",
+                s.host,
+                now.iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if h.root_used_percent.is_some_and(|p| p > 90) {
+            println!(
+                "{}: the root filesystem is {}% full: `cargo xtask exec {} -- nix-collect-garbage -d` frees old generations",
+                s.host,
+                h.root_used_percent.unwrap_or(0),
+                s.host
+            );
         }
     }
 }

@@ -115,6 +115,15 @@ pub fn activate(
             st.unknown = true;
             st.new = new;
         }
+        None | Some(255) if ctx.action == Action::Boot => {
+            st.unknown = true;
+            bail!(
+                "the connection to {} ended during `switch-to-configuration boot` ({}); check which generation boots next with `cargo xtask status {}`",
+                h.name,
+                last_words(&out),
+                h.name
+            );
+        }
         None | Some(255) => {
             st.unknown = true;
             st.new = new;
@@ -257,7 +266,14 @@ fn confirm(
         if start.elapsed() > bound {
             return Confirm::Unknown(last);
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // Every second while a confirmation is due; past the confirm timeout
+        // (a long activation after a cut connection) every 3 s.
+        let pause = if asked.elapsed() < Duration::from_secs(ctx.confirm_timeout) {
+            1
+        } else {
+            3
+        };
+        std::thread::sleep(Duration::from_secs(pause));
     }
 }
 

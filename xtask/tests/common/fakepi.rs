@@ -303,7 +303,7 @@ pub const FLAKE: &str = r##"{
               ln -sfn $out /run/current-system
               case "$mode" in
                 fail) echo "fake activation failure" >&2; exit 1 ;;
-                cutfail) for p in /proc/[0-9]*; do [ "\$(cat \$p/comm 2>/dev/null)" = sshd ] && kill -9 \$(basename \$p) 2>/dev/null; done; sleep 1; echo "fake activation failure after a cut" >&2; exit 1 ;;
+                cutfail) for p in /proc/[0-9]*; do case "\$(cat \$p/comm 2>/dev/null)" in sshd*) kill -9 \$(basename \$p) 2>/dev/null ;; esac; done; sleep 1; echo "fake activation failure after a cut" >&2; exit 1 ;;
                 slow) sleep 4; start_sshd; exit 0 ;;
                 hang) sleep 100000 ;;
                 cut) stop_sshd; exit 0 ;;
