@@ -23,6 +23,7 @@ mod journal;
 mod nix;
 mod nix_error;
 mod pin;
+mod plan;
 mod reach;
 mod registry;
 mod repo;

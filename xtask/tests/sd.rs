@@ -728,14 +728,16 @@ fn an_offline_build_is_said_to_be_the_network() {
         "{stderr}"
     );
     assert!(!stderr.contains("cargo xtask check"), "{stderr}");
-    // The build command is shown once.
-    assert_eq!(
+    // The plan (the build's dry run) meets the error first: it is shown
+    // once, and the build itself never starts.
+    let shown = |needle: &str| {
         stderr
-            .matches("build --extra-experimental-features")
-            .count(),
-        1,
-        "{stderr}"
-    );
+            .lines()
+            .filter(|l| l.starts_with("$ ") && l.contains(needle) && !l.contains("# failed"))
+            .count()
+    };
+    assert_eq!(shown("build --extra-experimental-features"), 1, "{stderr}");
+    assert_eq!(shown("--dry-run"), 1, "{stderr}");
     // Nothing left behind: no empty out/rpi-box-01/.
     assert!(
         !root.join("out").exists(),
@@ -812,4 +814,119 @@ fn a_failed_build_never_asks_for_the_wifi_password() {
         text(&out.stderr)
     );
     assert!(!root.join("out").exists());
+}
+
+/// `sd --plan` with real Nix against a local binary cache, the only
+/// substituter (`nix copy --to file://…`, unsigned, `require-sigs = false`):
+/// the fixture's image, cached, plans nothing built and nothing heavy; a
+/// variant whose image needs an uncached aarch64 `linux-…` derivation is
+/// refused, naming it, before anything is built. No aarch64 builder here:
+/// `--plan` needs none (and the kernel is never built, only planned).
+#[test]
+fn plan_against_a_local_binary_cache() {
+    if !ready() {
+        return;
+    }
+    let fleet = sd_fleet();
+    let root = fleet.path();
+    let cache = tempfile::tempdir().unwrap();
+    let attr = format!(
+        "{}#nixosConfigurations.rpi-box-01.config.system.build.sdImage",
+        root.display()
+    );
+    let nix = |args: &[&str]| {
+        run(
+            "nix",
+            &[
+                &["--extra-experimental-features", "nix-command flakes"],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    let image = nix(&["build", "--no-link", "--print-out-paths", &attr]);
+    let image = image.trim();
+    let url = format!("file://{}", cache.path().display());
+    nix(&["copy", "--to", &url, image]);
+    nix(&["store", "delete", image]);
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["sd", "rpi-box-01", "--plan"];
+        args.extend_from_slice(extra);
+        xtask(root)
+            .args(&args)
+            .env(
+                "NIX_CONFIG",
+                format!("substituters = {url}\nrequire-sigs = false"),
+            )
+            .output()
+            .unwrap()
+    };
+
+    let out = plan(&[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("plan: 0 derivations built here (0 under QEMU, emulated aarch64; 0 heavy), 1 path fetched"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("--dry-run"), "{stderr}");
+    assert!(!root.join("out").exists());
+
+    // The image now needs a kernel that no cache has.
+    edit_flake(
+        root,
+        KEYS_LINE,
+        &format!(
+            "{KEYS_LINE}\n          kernel = derivation {{ name = \"linux-6.18.0\"; system = \"aarch64-linux\"; builder = \"/bin/sh\"; args = [ \"-c\" \"exit 1\" ]; }};"
+        ),
+    );
+    let out = plan(&[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("plan: 2 derivations built here (1 under QEMU, emulated aarch64; 1 heavy)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("build linux-6.18.0  (under QEMU)  HEAVY: a Linux kernel"),
+        "{stdout}"
+    );
+    for needle in [
+        "refusing to build 1 heavy derivation under QEMU",
+        "  - linux-6.18.0 (a Linux kernel)",
+        "none of the binary caches this Nix uses has it",
+        "`cargo xtask sd rpi-box-01 --build-host user@machine`",
+        "`cargo xtask sd rpi-box-01 --allow-slow-build`",
+    ] {
+        assert!(stderr.contains(needle), "{needle}\n{stderr}");
+    }
+    // Allowed: the plan says so and succeeds.
+    let out = plan(&["--allow-slow-build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("--allow-slow-build: it would build them"));
+
+    // deploy --plan: the same plan for the host's system (the fixture's
+    // toplevel is its image), refused the same way.
+    let out = xtask(root)
+        .args(["deploy", "rpi-box-01", "--plan"])
+        .env(
+            "NIX_CONFIG",
+            format!("substituters = {url}\nrequire-sigs = false"),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("rpi-box-01:\nplan: 2 derivations built here (1 under QEMU"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("`cargo xtask deploy rpi-box-01 --build-host user@machine`"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("the build of rpi-box-01 would be refused"),
+        "{stderr}"
+    );
 }

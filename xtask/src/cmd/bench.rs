@@ -28,6 +28,15 @@ enum What {
         #[arg(long, default_value_t = 8)]
         hosts: usize,
     },
+    /// mkfs.ext4 -d and zstd of a tree of real files, natively and under qemu-aarch64-static (needs root)
+    Sd {
+        /// Size of the tree of real files (copies of /usr) in MiB
+        #[arg(long, default_value_t = 1536)]
+        tree_mib: u64,
+        /// Folder for the tree, the images and the cached arm64 root [default: <target>/tmp/sd-bench]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// logs -n 100, exec --all -- true and status across fake Pis (needs root)
     Fleet {
         /// Number of fake Pis
@@ -78,6 +87,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let a = match args.what {
         What::Flash(a) => a,
         What::Deploy { hosts } => return crate::deploy::bench::run(root, hosts),
+        What::Sd { tree_mib, dir } => {
+            let dir = dir.unwrap_or_else(|| crate::image::bench::default_dir(root));
+            return crate::image::bench::run(&dir, tree_mib);
+        }
         What::Fleet { hosts } => return crate::fleet_bench::run(root, hosts),
     };
     if let Some(p) = &a.make_image {

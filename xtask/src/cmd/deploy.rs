@@ -37,6 +37,12 @@ pub struct Args {
     /// Print every command per host and run none
     #[arg(long)]
     dry_run: bool,
+    /// Ask Nix what each host's build would build here (under QEMU) and fetch, print it and stop; fails when a build would be refused
+    #[arg(long, conflicts_with = "dry_run")]
+    plan: bool,
+    /// With --plan: heavy derivations under QEMU are accepted
+    #[arg(long)]
+    allow_slow_build: bool,
 }
 
 /// The waits deploy and rollback share.
@@ -76,6 +82,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         eprintln!("{note}");
     }
     let hosts = deploy::load_selected(root, &args.hosts, args.all, &args.tag)?;
+    if args.plan {
+        return crate::plan::hosts(
+            root,
+            &hosts,
+            args.build_host.as_deref(),
+            args.allow_slow_build,
+        );
+    }
     let run = deploy::run_id("deploy");
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
     let ssh = Ssh::new(args.timeouts.connect_timeout)?.with_git_keys(root, &names)?;

@@ -33,6 +33,12 @@ pub struct Args {
     /// Check and print what would run, build nothing
     #[arg(long)]
     dry_run: bool,
+    /// Ask Nix what it would build here (under QEMU) and fetch, print that plan and stop; needs no aarch64 builder, fails when the build would be refused
+    #[arg(long, conflicts_with = "dry_run")]
+    plan: bool,
+    /// Build heavy derivations (a kernel, a compiler…) under QEMU even though it takes hours to days
+    #[arg(long)]
+    allow_slow_build: bool,
 }
 
 /// What the preflight found: everything the build and delivery need.
@@ -68,6 +74,17 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         plan.build_host.as_deref(),
         nom,
     );
+    if args.plan || !args.dry_run {
+        let command = format!("cargo xtask sd {}", plan.host.name);
+        let p = match crate::plan::ask(&installable, plan.build_host.as_deref())? {
+            Ok(p) => p,
+            Err(stderr) => bail!("{}", build_failure(&plan.host.name, &stderr)),
+        };
+        if args.plan {
+            return crate::plan::print(&p, &command, args.allow_slow_build);
+        }
+        crate::plan::check(&p, &command, args.allow_slow_build)?;
+    }
     if args.dry_run {
         println!("would run:");
         println!("$ {build}");
@@ -247,7 +264,7 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
                 Ok(p) => passphrase = Some(p),
                 Err(e) => refusals.push(format!("{e:#}")),
             },
-            None if wifi::can_prompt() => ask = true,
+            None if wifi::can_prompt() || args.plan => ask = true,
             None => refusals.push(format!(
                 "host `{}` needs the password of the Wi-Fi `{ssid}` ({why}), and there is no terminal to ask for it: pass --wifi-secrets FILE (a file holding only the password, mode 600)",
                 host.name
@@ -295,7 +312,8 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         refusals.push(e.to_string());
     }
     let build_host = args.build_host.clone().or_else(|| host.build_host.clone());
-    let emulated = build_host.is_none() && std::env::consts::ARCH != "aarch64";
+    // `--plan` needs no aarch64 builder: it is what a user runs first.
+    let emulated = build_host.is_none() && std::env::consts::ARCH != "aarch64" && !args.plan;
     if let Err(e) = if emulated { aarch64_ready() } else { Ok(()) } {
         refusals.push(format!(
             "{e:#} (or build on an aarch64 machine: --build-host user@machine)"
