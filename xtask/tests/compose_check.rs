@@ -117,3 +117,34 @@ fn files_a_project_reads_exist_or_are_secrets_the_fleet_declares() {
     );
     assert!(!out.contains("init.sql` is not"), "{out}");
 }
+
+#[test]
+fn a_secret_a_project_names_must_be_one_its_host_reads() {
+    let fleet = common::fixture_fleet();
+    std::fs::create_dir_all(fleet.path().join("secrets")).unwrap();
+    std::fs::write(
+        fleet.path().join("secrets/secrets.toml"),
+        "[db-env]\nhosts = [\"rpi-box-03\"]\n",
+    )
+    .unwrap();
+    let dir = fleet.path().join("hosts/rpi-box-01/compose/db");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!("services:\n  db:\n    image: postgres:17@{D}\n    env_file: /run/agenix/db-env\n  cache:\n    image: redis:7@{D}\n    env_file: /run/agenix/no-such\n"),
+    )
+    .unwrap();
+    let (ok, out) = check(fleet.path());
+    assert!(!ok, "{out}");
+    let f = "hosts/rpi-box-01/compose/db/compose.yaml";
+    for expected in [
+        format!(
+            "{f}:4: `/run/agenix/db-env` is the secret `db-env`, but host rpi-box-01 does not read it (it is for: rpi-box-03)"
+        ),
+        format!(
+            "{f}:7: `/run/agenix/no-such` is the secret `no-such`, which secrets/secrets.toml does not declare"
+        ),
+    ] {
+        assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
+    }
+}

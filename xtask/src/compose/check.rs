@@ -37,7 +37,7 @@ pub fn fleet(fleet: &Fleet) -> Result<Findings> {
     for host in &fleet.hosts {
         let mut bindings = containers_toml_ports(&fleet.root, &host.name);
         for project in super::projects(&fleet.root, &host.name)? {
-            bindings.extend(one(&fleet.root, &project, &mut f)?);
+            bindings.extend(one(fleet, &project, &mut f)?);
         }
         duplicates(&bindings, &mut f.problems);
     }
@@ -123,7 +123,8 @@ fn containers_toml_ports(root: &Path, host: &str) -> Vec<Binding> {
 }
 
 /// One project's problems and warnings; its published ports.
-fn one(root: &Path, project: &Project, f: &mut Findings) -> Result<Vec<Binding>> {
+fn one(fleet: &Fleet, project: &Project, f: &mut Findings) -> Result<Vec<Binding>> {
+    let root = fleet.root.as_path();
     let rel = project.file();
     if !super::valid_project_name(&project.name) {
         f.problems.push(Problem::new(
@@ -165,9 +166,14 @@ fn one(root: &Path, project: &Project, f: &mut Findings) -> Result<Vec<Binding>>
     if let Ok(doc) = yaml::parse(&text) {
         for (line, path) in file_refs(&doc, &env) {
             if let Some(name) = path.strip_prefix(AGENIX) {
-                if !root.join(SECRETS).is_file() {
-                    f.problems.push(Problem::new(&rel, line, format!("`{path}` is the secret `{name}`, but the fleet declares no secrets ({SECRETS} is missing): the Pi cannot read it"), format!("declare `{name}` for host {} in {SECRETS} (see documentation/apps.md, Secrets)", project.host)));
-                }
+                f.problems.extend(secret_problem(
+                    fleet,
+                    &rel,
+                    line,
+                    &path,
+                    name,
+                    &project.host,
+                ));
             } else if !path.starts_with('/') && !root.join(&project.dir).join(&path).exists() {
                 f.problems.push(Problem::new(
                     &rel,
@@ -182,6 +188,52 @@ fn one(root: &Path, project: &Project, f: &mut Findings) -> Result<Vec<Binding>>
         }
     }
     Ok(bindings)
+}
+
+/// A project's `/run/agenix/<name>`: a secret the fleet declares in
+/// secrets/secrets.toml for the project's host, or the Pi cannot read it.
+/// A secrets file that does not parse is `check`'s secrets problem, not this.
+fn secret_problem(
+    fleet: &Fleet,
+    rel: &str,
+    line: usize,
+    path: &str,
+    name: &str,
+    host: &str,
+) -> Option<Problem> {
+    if !fleet.root.join(SECRETS).is_file() {
+        return Some(Problem::new(
+            rel,
+            line,
+            format!(
+                "`{path}` is the secret `{name}`, but the fleet declares no secrets ({SECRETS} is missing): the Pi cannot read it"
+            ),
+            format!("`cargo xtask secret set {name} --host {host}` (see documentation/secrets.md)"),
+        ));
+    }
+    let entries = crate::secrets::read(&fleet.root).ok()?;
+    let Some(entry) = entries.get(name) else {
+        return Some(Problem::new(
+            rel,
+            line,
+            format!(
+                "`{path}` is the secret `{name}`, which {SECRETS} does not declare: the Pi cannot read it"
+            ),
+            format!("`cargo xtask secret set {name} --host {host}`"),
+        ));
+    };
+    let readers = crate::secrets::readers(fleet, entry).ok()?;
+    (!readers.iter().any(|r| r == host)).then(|| {
+        Problem::new(
+            rel,
+            line,
+            format!(
+                "`{path}` is the secret `{name}`, but host {host} does not read it (it is for: {})",
+                readers.join(", ")
+            ),
+            format!("add {host} to `[{name}]` in {SECRETS}, then `cargo xtask secret rekey`"),
+        )
+    })
 }
 
 /// Where agenix puts a host's decrypted secrets.
