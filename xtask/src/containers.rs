@@ -33,6 +33,28 @@ struct File {
     container: Vec<Container>,
 }
 
+/// The `[[container]]` tables of a containers.toml parsed with its spans
+/// (for the checks and rewrites that name lines), whatever else is wrong
+/// with it.
+pub fn tables<'a, 'b>(doc: &'b toml::de::DeTable<'a>) -> Vec<&'b toml::de::DeTable<'a>> {
+    doc.iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "container")
+        .and_then(|(_, v)| v.get_ref().as_array())
+        .map(|list| list.iter().filter_map(|i| i.get_ref().as_table()).collect())
+        .unwrap_or_default()
+}
+
+/// A field of such a table, with its span.
+pub fn field<'a, 'b>(
+    table: &'b toml::de::DeTable<'a>,
+    key: &str,
+) -> Option<&'b toml::Spanned<toml::de::DeValue<'a>>> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map(|(_, v)| v)
+}
+
 /// Path of a host's container file, relative to the repository root.
 pub fn file(host: &str) -> String {
     format!("hosts/{host}/containers.toml")

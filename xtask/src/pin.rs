@@ -55,23 +55,8 @@ fn toml_sites(file: &str, text: &str) -> Result<Vec<Site>> {
         .map_err(|e| anyhow::anyhow!("{file}: not valid TOML: {}", e.message().trim()))?
         .into_inner();
     let mut out = Vec::new();
-    let Some(list) = doc
-        .iter()
-        .find(|(k, _)| k.get_ref().as_ref() == "container")
-        .and_then(|(_, v)| v.get_ref().as_array())
-    else {
-        return Ok(out);
-    };
-    for item in list.iter() {
-        let Some(table) = item.get_ref().as_table() else {
-            continue;
-        };
-        let field = |k: &str| {
-            table
-                .iter()
-                .find(|(key, _)| key.get_ref().as_ref() == k)
-                .map(|(_, v)| v)
-        };
+    for table in crate::containers::tables(&doc) {
+        let field = |k: &str| crate::containers::field(table, k);
         let name = field("name")
             .and_then(|v| v.get_ref().as_str())
             .unwrap_or("?");
