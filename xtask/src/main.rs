@@ -90,7 +90,7 @@ enum Command {
     Exec(cmd::exec::Args),
     /// Log into a host (or run one command) with the fleet's SSH settings
     Ssh(cmd::ssh::Args),
-    /// Benchmarks (flash: against zstd|dd and bmaptool on a loop device; deploy: on fake Pis)
+    /// Benchmarks: flash (against zstd|dd and bmaptool, memory and card speed), sd (native against emulated), deploy and fleet (fake Pis)
     Bench(cmd::bench::Args),
     /// Print shell completions for bash, zsh or fish
     Completions(cmd::completions::Args),
