@@ -103,7 +103,7 @@ fn the_test_command_runs_every_binary_and_ci_runs_exactly_it() {
 
 /// The IPv4 addresses a text names, with their 1-based lines: four dotted
 /// numbers of 0 to 255 that are not part of a longer dotted run (a version
-/// like 1.2.3.4.5) nor of a word (v1.2.3.4).
+/// with five numbers) nor of a word (a version written with a `v`).
 fn ipv4_addresses(text: &str) -> Vec<(usize, std::net::Ipv4Addr)> {
     let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -158,7 +158,7 @@ fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn ipv4_scan_tells_addresses_from_versions_and_masks() {
     // Written with `_` so that this file passes its own scan.
-    let text = "a 10_0_0_1\nhost=\"192_168_1_41\";\nv1.2.3.4 and 1.2.3.4.5 and 10.0.0.256\n127.0.0.1 192.0.2.9 198.51.100.7 203.0.113.200 0.0.0.0 255.255.255.0\nend 172_16_0_1.\n"
+    let text = "a 10_0_0_1\nhost=\"192_168_1_41\";\nv1_2_3_4 and 1_2_3_4_5 and 10_0_0_256\n127.0.0.1 192.0.2.9 198.51.100.7 203.0.113.200 0.0.0.0 255.255.255.0\nend 172_16_0_1.\n"
         .replace('_', ".");
     let found = ipv4_addresses(&text);
     let lines: Vec<(usize, String)> = found.iter().map(|(n, ip)| (*n, ip.to_string())).collect();
