@@ -21,10 +21,11 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::nixenv;
+use nixenv::{on_path, run_output as run};
 
 /// Why fake Pis cannot run here, if they cannot.
 pub fn missing() -> Option<String> {
@@ -41,29 +42,6 @@ pub fn missing() -> Option<String> {
         }
     }
     None
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-fn run(cmd: &mut Command) -> Result<Output, String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{shown} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(out)
 }
 
 /// The fake Pis' shared root: the tests' trixie root (`nixenv.rs`, with

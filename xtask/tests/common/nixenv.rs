@@ -88,13 +88,16 @@ pub fn missing() -> Option<String> {
     None
 }
 
-fn on_path(program: &str) -> bool {
+/// Whether `program` is on PATH (shared with fakepi.rs).
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
+/// Runs a command without input; its output, or an error that shows the
+/// command and everything it printed (shared with fakepi.rs).
+pub fn run_output(cmd: &mut Command) -> Result<std::process::Output, String> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -108,7 +111,11 @@ fn run(cmd: &mut Command) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out)
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    run_output(cmd).map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Where the cached roots live: `$PI_NIXOS_TEST_CACHE`, else `default`.
