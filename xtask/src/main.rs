@@ -7,6 +7,7 @@ mod capture;
 mod ci;
 mod cmd;
 mod compose;
+mod config_txt;
 mod container_pins;
 mod containers;
 mod deploy;
