@@ -2,9 +2,11 @@
 # `nix eval --raw .#configTxt.<host>` works offline and the NixOS module
 # (modules/hardware/config-txt.nix) writes exactly this text.
 #
-# The text is the model's part of today's config.txt (nixpkgs'
-# nixos/modules/installer/sd-card/sd-image-aarch64.nix, byte for byte) plus
-# what hosts/<name>/config-txt.toml adds. The facts both this file and
+# The text is today's config.txt (nixpkgs'
+# nixos/modules/installer/sd-card/sd-image-aarch64.nix, byte for byte, less
+# its [cm4] section: no fleet model is a Compute Module) plus what
+# hosts/<name>/config-txt.toml adds. Every card keeps every fleet model's
+# section, as today, so a card still starts U-Boot on any fleet model. The facts both this file and
 # `cargo xtask check` judge it by are in lib/config-txt.toml; `problems` are
 # the same rules check applies (check adds the line numbers).
 { root }:
@@ -95,7 +97,10 @@ let
       mine = builtins.filter (
         s: builtins.hasAttr s facts.sections && builtins.elem host.model facts.sections.${s}
       ) names;
-      settings = s: if builtins.isAttrs (sections.${s} or null) then sections.${s} else { };
+      # A section's settings, only when it applies to this host (else it is
+      # a problem, and adds nothing).
+      settings =
+        s: if builtins.elem s mine && builtins.isAttrs (sections.${s} or null) then sections.${s} else { };
 
       # One typed value as its config.txt line(s).
       render =
@@ -130,7 +135,7 @@ let
           lines = replaced ++ (if extra == [ ] then [ ] else [ "# from ${rel}" ] ++ extra);
         };
 
-      modelBlocks = defaults.${host.model};
+      modelBlocks = defaults.pi3 ++ defaults.zero2w ++ defaults.pi4;
       defaultHeaders = map (b: b.header) modelBlocks;
       hostOnly = builtins.filter (s: builtins.elem s mine && s != "all" && !(builtins.elem s defaultHeaders)) order;
       blocks =
