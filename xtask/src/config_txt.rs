@@ -362,6 +362,67 @@ fn line_problem(
 mod tests {
     use super::*;
 
+    fn facts() -> Facts {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        read_facts(&root).unwrap()
+    }
+
+    fn host(model: &str) -> Host {
+        let text =
+            format!("[[host]]\nname = \"pi\"\nmodel = \"{model}\"\naddress = \"pi.local\"\n");
+        crate::inventory::parse_inventory(&text).0.remove(0)
+    }
+
+    fn messages(model: &str, text: &str) -> Vec<String> {
+        file_problems(&facts(), &host(model), "f.toml", text)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.line, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_file_has_no_problems() {
+        let pi4 = "device_tree = \"firmware\"\n[pi4]\narm_boost = false\ngpu_mem = 76\n[pi400]\nlines = [\"a=b\"]\n[all]\ndtoverlay = [\"disable-bt\", \"gpio-fan,gpiopin=14\"]\ndtparam = [\"audio=on\"]\n";
+        assert_eq!(messages("pi4", pi4), Vec::<String>::new());
+        let zero = "[pi0]\ngpu_mem = 16\n[pi02]\nenable_uart = true\n[all]\nlines = [\"hdmi_force_hotplug=1\"]\n";
+        assert_eq!(messages("zero2w", zero), Vec::<String>::new());
+        assert_eq!(
+            messages("pi3", "[\"pi3+\"]\ngpu_mem = 512\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn each_rule_names_its_line() {
+        assert_eq!(
+            messages("pi3", "[all]\ngpu_mem = 513\n"),
+            ["2: [all] `gpu_mem = 513` is outside 16..512, the range for a pi3"]
+        );
+        assert_eq!(
+            messages("pi3", "device_tree = \"firmware\"\n"),
+            [
+                "1: `device_tree = \"firmware\"` needs a Pi 4: the FIRMWARE partition holds only bcm2711 device trees"
+            ]
+        );
+        assert_eq!(
+            messages("pi4", "[all]\ndtparam = [\"audio=on\"]\n"),
+            [
+                "2: [all] `dtparam` would not reach Linux: U-Boot boots the kernel's own device tree (extlinux FDTDIR), not the firmware's"
+            ]
+        );
+        assert_eq!(
+            messages(
+                "pi4",
+                "[all]\nlines = [\n  \"ok=1\",\n  \" armstub = x.bin\",\n]\n"
+            ),
+            ["4: [all] the line ` armstub = x.bin` changes the boot chain (`armstub`)"]
+        );
+        assert_eq!(
+            messages("pi4", "[all\n"),
+            ["1: not valid TOML: unclosed table, expected `]`"]
+        );
+    }
+
     #[test]
     fn the_key_of_a_line() {
         assert_eq!(key_of("gpu_mem=16"), Some("gpu_mem"));
