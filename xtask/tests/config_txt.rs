@@ -155,6 +155,48 @@ hdmi_force_hotplug=1
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
 
+#[test]
+fn a_zero_2_w_and_a_pi_3_get_their_additions_in_their_sections() {
+    if !common::prerequisite(common::need_nix()) {
+        return;
+    }
+    let fleet = common::fixture_fleet();
+    std::fs::write(
+        fleet.path().join("hosts/rpi-zero-01/config-txt.toml"),
+        "[pi0]\nlines = [\"hdmi_blanking=1\"]\n\n[pi02]\ngpu_mem = 16\n\n[all]\nenable_uart = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fleet.path().join("hosts/rpi-box-03/config-txt.toml"),
+        "[\"pi3+\"]\nlines = [\"hdmi_force_hotplug=1\"]\n\n[pi3]\ngpu_mem = 32\n",
+    )
+    .unwrap();
+    let nixpkgs = std::fs::read_to_string(
+        common::repo_root().join("xtask/tests/fixtures/config-txt/sd-image-aarch64.txt"),
+    )
+    .unwrap();
+    let pi4 = section(&nixpkgs, "pi4", Some("cm4"));
+    let all = section(&nixpkgs, "all", None);
+    let zero = render(fleet.path(), "rpi-zero-01", "zero2w");
+    assert_eq!(zero["problems"], serde_json::json!([]));
+    let from = "# from hosts/rpi-zero-01/config-txt.toml";
+    assert_eq!(
+        zero["text"].as_str().unwrap(),
+        format!(
+            "[pi3]\nkernel=u-boot-rpi3.bin\n\n[pi02]\nkernel=u-boot-rpi3.bin\n{from}\ngpu_mem=16\n\n{pi4}[pi0]\n{from}\nhdmi_blanking=1\n\n{all}"
+        )
+    );
+    let pi3 = render(fleet.path(), "rpi-box-03", "pi3");
+    assert_eq!(pi3["problems"], serde_json::json!([]));
+    let from = "# from hosts/rpi-box-03/config-txt.toml";
+    assert_eq!(
+        pi3["text"].as_str().unwrap(),
+        format!(
+            "[pi3]\nkernel=u-boot-rpi3.bin\n{from}\ngpu_mem=32\n\n[pi02]\nkernel=u-boot-rpi3.bin\n\n{pi4}[pi3+]\n{from}\nhdmi_force_hotplug=1\n\n{all}"
+        )
+    );
+}
+
 /// A Zero 2 W file breaking every rule once.
 const BAD: &str = r#"device_tree = "fw"
 
