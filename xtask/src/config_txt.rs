@@ -141,12 +141,16 @@ pub fn file_problems(facts: &Facts, host: &Host, rel: &str, text: &str) -> Vec<P
                 true
             }
             other => {
+                // As Nix's `toString` shows the value.
+                let shown = match (other, v.get_ref()) {
+                    (Some(s), _) => s.to_string(),
+                    (None, DeValue::Integer(i)) => i.as_str().to_string(),
+                    (None, DeValue::Boolean(true)) => "1".to_string(),
+                    _ => String::new(),
+                };
                 at(
                     v.span(),
-                    format!(
-                        "`device_tree = \"{}\"` is neither \"kernel\" nor \"firmware\"",
-                        other.unwrap_or("")
-                    ),
+                    format!("`device_tree = \"{shown}\"` is neither \"kernel\" nor \"firmware\""),
                     "write `device_tree = \"kernel\"` or remove it".into(),
                 );
                 false
