@@ -100,7 +100,8 @@ let
       # A section's settings, only when it applies to this host (else it is
       # a problem, and adds nothing).
       settings =
-        s: if builtins.elem s mine && builtins.isAttrs (sections.${s} or null) then sections.${s} else { };
+        s:
+        if builtins.elem s mine && builtins.isAttrs (sections.${s} or null) then sections.${s} else { };
 
       # One typed value as its config.txt line(s).
       render =
@@ -123,11 +124,16 @@ let
             let
               k = keyOf l;
             in
-            if k != null && builtins.elem k typed && add ? ${k} then builtins.head (render k add.${k}) else l
+            if k != null && builtins.elem k typed && add ? ${k} then
+              builtins.head (render k add.${k})
+            else
+              l
           ) b.lines;
           inBlock = builtins.filter (k: k != null) (map keyOf b.lines);
           extra =
-            builtins.concatMap (k: if add ? ${k} && !(builtins.elem k inBlock) then render k add.${k} else [ ]) typed
+            builtins.concatMap (
+              k: if add ? ${k} && !(builtins.elem k inBlock) then render k add.${k} else [ ]
+            ) typed
             ++ listOf (add.lines or [ ]);
         in
         {
@@ -137,7 +143,9 @@ let
 
       modelBlocks = defaults.pi3 ++ defaults.zero2w ++ defaults.pi4;
       defaultHeaders = map (b: b.header) modelBlocks;
-      hostOnly = builtins.filter (s: builtins.elem s mine && s != "all" && !(builtins.elem s defaultHeaders)) order;
+      hostOnly = builtins.filter (
+        s: builtins.elem s mine && s != "all" && !(builtins.elem s defaultHeaders)
+      ) order;
       blocks =
         map merged modelBlocks
         ++ map (s: merged (block s [ ])) hostOnly
@@ -145,49 +153,88 @@ let
       showBlock = b: "[${b.header}]\n" + builtins.concatStringsSep "\n" b.lines + "\n";
 
       # The rules `cargo xtask check` applies, as messages (check adds the line).
-      problem = message: fix: { inherit message fix; };
       sectionProblems =
         s:
         if !(builtins.hasAttr s facts.sections) then
           [
-            (problem "[${s}] is not a model filter of config.txt" "use one of [${builtins.concatStringsSep "], [" order}]")
+            {
+              message = "[${s}] is not a model filter of config.txt";
+              fix = "use one of [${builtins.concatStringsSep "], [" order}]";
+            }
           ]
         else if facts.sections.${s} == [ ] then
           [
-            (problem "[${s}] applies to no model of this fleet (pi3, pi4, zero2w)" "remove the section or move its settings to [all]")
+            {
+              message = "[${s}] applies to no model of this fleet (pi3, pi4, zero2w)";
+              fix = "remove the section or move its settings to [all]";
+            }
           ]
         else if !(builtins.elem host.model facts.sections.${s}) then
           [
-            (problem "[${s}] never applies to ${host.name}, a ${host.model}" "move its settings to [all] or to a section of the ${host.model}")
+            {
+              message = "[${s}] never applies to ${host.name}, a ${host.model}";
+              fix = "move its settings to [all] or to a section of the ${host.model}";
+            }
           ]
         else if !(builtins.isAttrs sections.${s}) then
-          [ (problem "[${s}] must be a table" "write `[${s}]` followed by its settings") ]
+          [ {
+            message = "[${s}] must be a table";
+            fix = "write `[${s}]` followed by its settings";
+          } ]
         else
-          builtins.concatMap (k: settingProblems s k sections.${s}.${k}) (builtins.attrNames sections.${s});
+          builtins.concatMap (k: settingProblems s k sections.${s}.${k}) (
+            builtins.attrNames sections.${s}
+          );
 
       settingProblems =
         s: k: v:
         if !(builtins.elem k sectionKeys) then
           [
-            (problem "[${s}] `${k}` is not a setting this file types" "put it in `lines = [\"${k}=...\"]`, or use one of ${builtins.concatStringsSep ", " sectionKeys}")
+            {
+              message = "[${s}] `${k}` is not a setting this file types";
+              fix = "put it in `lines = [\"${k}=...\"]`, or use one of ${builtins.concatStringsSep ", " sectionKeys}";
+            }
           ]
         else if (k == "enable_uart" || k == "arm_boost") && !builtins.isBool v then
-          [ (problem "[${s}] `${k}` must be true or false" "write `${k} = true` or `${k} = false`") ]
+          [ {
+            message = "[${s}] `${k}` must be true or false";
+            fix = "write `${k} = true` or `${k} = false`";
+          } ]
         else if k == "gpu_mem" && !builtins.isInt v then
-          [ (problem "[${s}] `gpu_mem` must be a number of megabytes" "write e.g. `gpu_mem = 16`") ]
-        else if (k == "dtoverlay" || k == "dtparam" || k == "lines") && !(builtins.isList v && builtins.all builtins.isString v) then
-          [ (problem "[${s}] `${k}` must be a list of strings" "write e.g. `${k} = [\"...\"]`") ]
+          [ {
+            message = "[${s}] `gpu_mem` must be a number of megabytes";
+            fix = "write e.g. `gpu_mem = 16`";
+          } ]
+        else if
+          (k == "dtoverlay" || k == "dtparam" || k == "lines")
+          && !(builtins.isList v && builtins.all builtins.isString v)
+        then
+          [ {
+            message = "[${s}] `${k}` must be a list of strings";
+            fix = "write e.g. `${k} = [\"...\"]`";
+          } ]
         else if k == "enable_uart" && !v then
           [
-            (problem "[${s}] `enable_uart = false` stops U-Boot: it needs enable_uart=1 (nixpkgs' sd-image-aarch64.nix)" "remove `enable_uart = false`")
+            {
+              message = "[${s}] `enable_uart = false` stops U-Boot: it needs enable_uart=1 (nixpkgs' sd-image-aarch64.nix)";
+              fix = "remove `enable_uart = false`";
+            }
           ]
         else if k == "arm_boost" && !(builtins.elem host.model facts.arm_boost.models) then
           [
-            (problem "[${s}] `arm_boost` is a Raspberry Pi 4 setting and ${host.name} is a ${host.model}" "remove it")
+            {
+              message = "[${s}] `arm_boost` is a Raspberry Pi 4 setting and ${host.name} is a ${host.model}";
+              fix = "remove it";
+            }
           ]
-        else if k == "gpu_mem" && (v < facts.gpu_mem.min || v > facts.gpu_mem.max.${host.model}) then
+        else if
+          k == "gpu_mem" && (v < facts.gpu_mem.min || v > facts.gpu_mem.max.${host.model})
+        then
           [
-            (problem "[${s}] `gpu_mem = ${toString v}` is outside ${toString facts.gpu_mem.min}..${toString facts.gpu_mem.max.${host.model}}, the range for a ${host.model}" "set gpu_mem between ${toString facts.gpu_mem.min} and ${toString facts.gpu_mem.max.${host.model}}")
+            {
+              message = "[${s}] `gpu_mem = ${toString v}` is outside ${toString facts.gpu_mem.min}..${toString facts.gpu_mem.max.${host.model}}, the range for a ${host.model}";
+              fix = "set gpu_mem between ${toString facts.gpu_mem.min} and ${toString facts.gpu_mem.max.${host.model}}";
+            }
           ]
         else if k == "dtoverlay" then
           builtins.concatMap (
@@ -196,7 +243,10 @@ let
               [ ]
             else
               [
-                (problem "[${s}] overlay `${overlayName e}` is not one the firmware ships" "check the name against lib/config-txt.toml's list (overlays/<name>.dtbo)")
+                {
+                  message = "[${s}] overlay `${overlayName e}` is not one the firmware ships";
+                  fix = "check the name against lib/config-txt.toml's list (overlays/<name>.dtbo)";
+                }
               ]
           ) v
           ++ reachProblems s k
@@ -213,7 +263,10 @@ let
           [ ]
         else
           [
-            (problem "[${s}] `${k}` would not reach Linux: U-Boot boots the kernel's own device tree (extlinux FDTDIR), not the firmware's" "set `device_tree = \"firmware\"` (Pi 4 only), or use hardware.deviceTree.overlays in hosts/${host.name}/default.nix")
+            {
+              message = "[${s}] `${k}` would not reach Linux: U-Boot boots the kernel's own device tree (extlinux FDTDIR), not the firmware's";
+              fix = "set `device_tree = \"firmware\"` (Pi 4 only), or use hardware.deviceTree.overlays in hosts/${host.name}/default.nix";
+            }
           ];
 
       lineProblems =
@@ -222,12 +275,21 @@ let
           k = keyOf l;
         in
         if builtins.match "[[:space:]]*\\[.*" l != null then
-          [ (problem "[${s}] the line `${l}` starts a section" "make it a table of its own: `${l}`") ]
+          [ {
+            message = "[${s}] the line `${l}` starts a section";
+            fix = "make it a table of its own: `${l}`";
+          } ]
         else if k != null && builtins.elem k typed then
-          [ (problem "[${s}] the line `${l}` sets `${k}`, which is typed" "write `${k} = ...` in [${s}] instead") ]
+          [ {
+            message = "[${s}] the line `${l}` sets `${k}`, which is typed";
+            fix = "write `${k} = ...` in [${s}] instead";
+          } ]
         else if k != null && builtins.elem k bootChain then
           [
-            (problem "[${s}] the line `${l}` changes the boot chain (`${k}`)" "remove it: the model's defaults set it")
+            {
+              message = "[${s}] the line `${l}` changes the boot chain (`${k}`)";
+              fix = "remove it: the model's defaults set it";
+            }
           ]
         else
           [ ];
@@ -242,12 +304,18 @@ let
           then
             [ ]
           else
-            [ (problem "`device_tree = \"${toString deviceTree}\"` is neither \"kernel\" nor \"firmware\"" "write `device_tree = \"kernel\"` or remove it") ]
+            [ {
+              message = "`device_tree = \"${toString deviceTree}\"` is neither \"kernel\" nor \"firmware\"";
+              fix = "write `device_tree = \"kernel\"` or remove it";
+            } ]
         )
         ++ (
           if deviceTree == "firmware" && host.model != "pi4" then
             [
-              (problem "`device_tree = \"firmware\"` needs a Pi 4: the FIRMWARE partition holds only bcm2711 device trees" "remove it")
+              {
+                message = "`device_tree = \"firmware\"` needs a Pi 4: the FIRMWARE partition holds only bcm2711 device trees";
+                fix = "remove it";
+              }
             ]
           else
             [ ]
@@ -257,7 +325,9 @@ let
       # The file, exactly as the firmware reads it.
       text = builtins.concatStringsSep "\n" (map showBlock blocks);
       # Overlay names config.txt loads (overlays/<name>.dtbo on FIRMWARE).
-      overlays = map overlayName (builtins.concatMap (s: listOf ((settings s).dtoverlay or [ ])) mine);
+      overlays = map overlayName (
+        builtins.concatMap (s: listOf ((settings s).dtoverlay or [ ])) mine
+      );
       inherit deviceTree;
       file = rel;
       problems = fileProblems ++ builtins.concatMap sectionProblems names;
