@@ -16,5 +16,6 @@
     ./secrets.nix
     ./compose.nix
     (./hardware + "/${host.model}.nix")
+    ./hardware/firmware-sync.nix
   ];
 }
