@@ -80,7 +80,7 @@ pub fn parse(text: &str) -> Option<Firmware> {
     Some(f)
 }
 
-/// The FIRMWARE column: `yes`, `no: N differ`, `not managed`, `?`, then
+/// The FIRMWARE column: `yes`, `no: N files differ`, `not managed`, `?`, then
 /// the releases the partition carries.
 pub fn column(f: Option<&Firmware>) -> String {
     let Some(f) = f else {
@@ -89,7 +89,8 @@ pub fn column(f: Option<&Firmware>) -> String {
     let n = f.differs.len() + f.missing.len();
     let state = match f.state.as_str() {
         "matches" => "yes".to_string(),
-        "differs" => format!("no: {n} file{} differ", if n == 1 { "" } else { "s" }),
+        "differs" if n == 1 => "no: 1 file differs".to_string(),
+        "differs" => format!("no: {n} files differ"),
         "not managed" => return "not managed".into(),
         _ => "?".to_string(),
     };

@@ -118,6 +118,7 @@ fn deploy_writes_the_firmware_rollback_brings_it_back_status_tells() {
     let repo = f.repo();
     write_set(&repo.join("firmware/1"), "1.20250101", "2025.01");
     write_set(&repo.join("firmware/2"), "1.20250601", "2025.04");
+    std::fs::create_dir_all(repo.join("modules/hardware")).unwrap();
     common::copy(
         &common::repo_root().join("modules/hardware/firmware-sync.sh"),
         &repo.join("modules/hardware/firmware-sync.sh"),
@@ -190,7 +191,10 @@ fn deploy_writes_the_firmware_rollback_brings_it_back_status_tells() {
     assert_eq!(fw["differs"], serde_json::json!(["config.txt"]));
     let (code, table, _) = xtask(&f, &["status", "pi-fw", "--no-eval"]);
     assert_eq!(code, Some(3), "a partition that differs is not in sync");
-    assert!(table.contains("no: 1 file differ"), "{table}");
+    assert!(
+        table.contains("no: 1 file differs (raspberrypifw 1.20250601, uboot 2025.04)"),
+        "{table}"
+    );
     assert!(
         table.contains("pi-fw: the firmware partition differs from the running system: config.txt"),
         "{table}"
