@@ -12,7 +12,8 @@
 # mtools without mounting it, only the files that differ, config.txt last,
 # the previous config.txt and U-Boot kept as .bak; it refuses, changing
 # nothing, when the partition lacks the space, and the switch then fails
-# (a deploy rolls back).
+# (a deploy rolls back). A partition mounted by hand is left alone with a
+# warning: failing would fail the rollback's switch as well.
 #
 # The system links `pi-firmware` (config.system.build.piFirmware) and
 # `pi-firmware-sync` (the program, with this system's partition), so
@@ -58,7 +59,14 @@ in
         pkgs.writeShellScript "install-bootloader-and-pi-firmware" ''
           set -e
           ${installer} "$@"
-          "$1/pi-firmware-sync" "$1/pi-firmware"
+          rc=0
+          "$1/pi-firmware-sync" "$1/pi-firmware" || rc=$?
+          if [ "$rc" = 4 ]; then
+            # Mounted by hand: failing here would fail the rollback too.
+            echo "warning: the firmware partition was left as it is: unmount it, then run $1/pi-firmware-sync $1/pi-firmware" >&2
+            exit 0
+          fi
+          exit "$rc"
         ''
       else
         installer;

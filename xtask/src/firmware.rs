@@ -44,15 +44,20 @@ pub struct Firmware {
 pub fn parse(text: &str) -> Option<Firmware> {
     let mut f = Firmware::default();
     let mut rc = None;
+    // `files=` ends a check that ran; anything else it printed is the why.
+    let mut checked = false;
+    let mut other = None;
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("firmware_") else {
             continue;
         };
         let Some((k, v)) = rest.split_once('=') else {
+            other.get_or_insert_with(|| rest.to_string());
             continue;
         };
         match k {
             "rc" => rc = Some(v.trim().to_string()),
+            "files" => checked = true,
             "differs" => f.differs.push(v.into()),
             "missing" => f.missing.push(v.into()),
             "version" => {
@@ -61,21 +66,25 @@ pub fn parse(text: &str) -> Option<Firmware> {
                 }
             }
             "error" => f.error = Some(v.into()),
-            _ => {}
+            _ => {
+                other.get_or_insert_with(|| rest.to_string());
+            }
         }
     }
-    f.state = match rc.as_deref()? {
-        "none" => "not managed",
-        "0" => "matches",
-        "1" => "differs",
+    f.state = match (rc.as_deref()?, checked) {
+        ("none", _) => "not managed",
+        ("0", true) => "matches",
+        ("1", true) => "differs",
         _ => "unknown",
     }
     .into();
     if f.state == "unknown" && f.error.is_none() {
-        f.error = Some(format!(
-            "pi-firmware-sync --check exited with {}",
-            rc.unwrap_or_default()
-        ));
+        f.error = Some(other.unwrap_or_else(|| {
+            format!(
+                "pi-firmware-sync --check exited with {}",
+                rc.unwrap_or_default()
+            )
+        }));
     }
     Some(f)
 }
@@ -146,7 +155,8 @@ mod tests {
 
     #[test]
     fn matching_unmanaged_and_failing() {
-        let ok = parse("firmware_rc=0\nfirmware_version=uboot=2025.04\n").unwrap();
+        let ok =
+            parse("firmware_rc=0\nfirmware_version=uboot=2025.04\nfirmware_files=9\n").unwrap();
         assert_eq!(column(Some(&ok)), "yes (uboot 2025.04)");
         assert_eq!(note("pi", &ok), None);
         let none = parse("firmware_rc=none\n").unwrap();
@@ -157,6 +167,10 @@ mod tests {
         assert_eq!(bad.state, "unknown");
         assert_eq!(column(Some(&bad)), "?");
         assert!(note("pi", &bad).unwrap().contains("does not exist"));
+        // sudo refused: its exit code 1 is not a differing partition.
+        let sudo = parse("firmware_rc=1\nfirmware_sudo: a password is required\n").unwrap();
+        assert_eq!(sudo.state, "unknown");
+        assert_eq!(sudo.error.as_deref(), Some("sudo: a password is required"));
         assert_eq!(parse("health_load=1\n"), None);
         assert_eq!(column(None), "-");
     }

@@ -632,6 +632,12 @@ fn the_module_wraps_the_installer_only_when_the_firmware_is_managed() {
         .find("\"$1/pi-firmware-sync\" \"$1/pi-firmware\"")
         .expect(installer);
     assert!(first < then && installer.contains("set -e"), "{installer}");
+    // A partition mounted by hand (exit 4) does not fail the switch: the
+    // rollback's switch would fail the same way.
+    assert!(
+        installer.contains("[ \"$rc\" = 4 ]") && installer.contains("exit \"$rc\""),
+        "{installer}"
+    );
     assert_eq!(v["unchanged"], true);
     assert_eq!(v["managed"], true);
     assert_eq!(v["unmanaged"], false);
@@ -644,5 +650,30 @@ fn the_module_wraps_the_installer_only_when_the_firmware_is_managed() {
     assert!(
         builder.contains("-pi-firmware-sync $out/pi-firmware-sync"),
         "{builder}"
+    );
+}
+
+#[test]
+fn a_block_device_is_written_as_on_a_pi() {
+    if !common::loopdev::available() {
+        return;
+    }
+    let fx = Fixture::new();
+    let img = fx.image("fw.img", 32);
+    let dev = common::loopdev::LoopDev::over(&img.display().to_string());
+    // The block device, as on a Pi (/dev/disk/by-label/FIRMWARE → it).
+    let out = sync(Path::new(&dev.path), &fx.old_dir(), &[], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("+ sync {}", dev.path)),
+        "{}",
+        text(&out)
+    );
+    let out = sync(Path::new(&dev.path), &fx.new_dir(), &[], None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(dev);
+    assert!(
+        holds(&img, &new_set()),
+        "the block device's writes did not reach the image"
     );
 }

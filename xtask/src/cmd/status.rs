@@ -668,7 +668,8 @@ mod tests {
         other.nixos = Some(false);
         assert_eq!(exit_code(&[other], true), EXIT_NOT_IN_SYNC);
         let mut fw = up("in sync", false);
-        fw.firmware = firmware::parse("firmware_rc=1\nfirmware_differs=config.txt\n");
+        fw.firmware =
+            firmware::parse("firmware_rc=1\nfirmware_differs=config.txt\nfirmware_files=9\n");
         assert_eq!(exit_code(&[fw], false), EXIT_NOT_IN_SYNC);
         let mut unmanaged = up("in sync", false);
         unmanaged.firmware = firmware::parse("firmware_rc=none\n");
