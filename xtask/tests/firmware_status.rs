@@ -184,7 +184,7 @@ fn deploy_writes_the_firmware_rollback_brings_it_back_status_tells() {
     // A hand edit on the partition: status says which file differs.
     f.ssh(
         "pi-fw",
-        "echo 'gpu_mem=16' > /tmp/c && MTOOLS_SKIP_CHECK=1 mcopy -o -i /var/lib/fakepi/firmware.img /tmp/c ::/config.txt",
+        "echo 'gpu_mem=16' > /root/config.txt && MTOOLS_SKIP_CHECK=1 mcopy -o -i /var/lib/fakepi/firmware.img /root/config.txt ::/config.txt",
     );
     let fw = firmware(&f, "pi-fw");
     assert_eq!(fw["state"], "differs", "{fw}");
