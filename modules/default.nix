@@ -17,5 +17,6 @@
     ./compose.nix
     (./hardware + "/${host.model}.nix")
     ./hardware/config-txt.nix
+    ./hardware/firmware-sync.nix
   ];
 }

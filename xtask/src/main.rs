@@ -12,6 +12,7 @@ mod container_pins;
 mod containers;
 mod deploy;
 mod exec;
+mod firmware;
 mod flash;
 mod fleet_bench;
 mod git;
