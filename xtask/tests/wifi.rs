@@ -458,3 +458,84 @@ fn eval(root: &Path, interfaces: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// `new-host` checks its tools and makes the identity before it writes the
+/// inventory: without ssh-keygen, or when the identity cannot be made, the
+/// fleet is left as it was; a Wi-Fi host's next step is `wifi`.
+#[test]
+fn new_host_makes_the_identity_before_the_inventory() {
+    let Some(f) = Fixture::new() else { return };
+    let root = f.root();
+    let inventory = root.join("hosts/fleet.toml");
+    let before = std::fs::read_to_string(&inventory).unwrap();
+    let args = [
+        "new-host",
+        "rpi-zero-02",
+        "--model",
+        "zero2w",
+        "--wifi",
+        "home-wifi",
+    ];
+    let unchanged = |out: &std::process::Output, message: &str| {
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(message), "{}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(&inventory).unwrap(), before);
+        assert!(!root.join("hosts/rpi-zero-02").exists());
+    };
+    // No ssh-keygen on PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::cargo_bin("xtask")
+        .unwrap()
+        .arg("--flake")
+        .arg(root)
+        .args(args)
+        .env("PATH", empty.path())
+        .env("XDG_DATA_HOME", f.data.path())
+        .output()
+        .unwrap();
+    unchanged(
+        &out,
+        "ssh-keygen is not installed (it makes the host's identity): `sudo apt-get install openssh-client`, then run this again; nothing was changed",
+    );
+    // The identity cannot be made (its data folder is a file).
+    let blocked = empty.path().join("not-a-folder");
+    std::fs::write(&blocked, "").unwrap();
+    let out = assert_cmd::Command::cargo_bin("xtask")
+        .unwrap()
+        .arg("--flake")
+        .arg(root)
+        .args(args)
+        .env("XDG_DATA_HOME", &blocked)
+        .output()
+        .unwrap();
+    unchanged(&out, "error: ");
+
+    let out = f.run(&args, "");
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let next = stdout.split("next:\n").nth(1).unwrap_or_default();
+    assert!(
+        next.starts_with("  cargo xtask wifi rpi-zero-02   # its Wi-Fi password"),
+        "{stdout}"
+    );
+    assert!(next.contains(" hosts/rpi-zero-02 secrets/   # flakes do not see untracked files"));
+    assert!(
+        root.join("hosts/rpi-zero-02/ssh_host_ed25519_key.pub")
+            .exists()
+    );
+    assert!(f.host_key("rpi-zero-02").exists());
+    assert!(
+        std::fs::read_to_string(&inventory)
+            .unwrap()
+            .contains("name = \"rpi-zero-02\"")
+    );
+    // Then its password, and `check` has nothing to say about it.
+    assert!(f.run(&["wifi", "rpi-zero-02"], PASSWORD).status.success());
+    let check = f.check();
+    assert!(
+        !check
+            .lines()
+            .any(|l| l.contains("rpi-zero-02") && !l.starts_with("info: ")),
+        "{check}"
+    );
+}
