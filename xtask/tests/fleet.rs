@@ -322,6 +322,7 @@ fn new_host_adds_entry_and_folder() {
     assert_eq!(new["port"], 2200);
     assert_eq!(new["tags"], serde_json::json!(["lab"]));
     if nix_ready() {
+        common::give_wifi_password(root);
         xtask(root).arg("check").assert().success();
     }
 }
@@ -458,6 +459,7 @@ fn new_host_defaults_to_its_mdns_name_and_check_says_so() {
     if !nix_ready() {
         return;
     }
+    common::give_wifi_password(root);
     let out = xtask(root).args(["check", "--json"]).assert().success();
     let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let reach: Vec<(&str, &str)> = report["addressing"]
@@ -671,6 +673,12 @@ fn wifi_host_needs_the_fleet_wifi_country() {
             "already has wifi_country = \"DE\"",
         ));
     if nix_ready() {
+        // Its password, as the new-host's next step says.
+        xtask(root)
+            .args(["wifi", "rpi-zero-02"])
+            .write_stdin(format!("{}\n", common::WIFI_PASSWORD))
+            .assert()
+            .success();
         xtask(root).arg("check").assert().success();
         // Nix reads the country as the xtask does.
         let lib = fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
