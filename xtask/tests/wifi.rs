@@ -539,3 +539,90 @@ fn new_host_makes_the_identity_before_the_inventory() {
         "{check}"
     );
 }
+
+/// What the Pi does with the secret, on real systemd (a fake Pi: Debian
+/// 13's systemd in systemd-nspawn): a service confined like nixpkgs'
+/// wpa_supplicant unit (its own user and group, its runtime folder as its
+/// root directory, the secrets file bind-mounted read-only) reads the file
+/// through agenix's link `/run/agenix/<name>` → `/run/agenix.d/<generation>/`
+/// as agenix lays it out (root:wpa_supplicant 0440); without the group's
+/// read bit it cannot; a new generation (what a deploy's activation makes)
+/// reaches the running service only when it is restarted, which is why
+/// modules/wifi.nix makes the secret a restart trigger; and without the
+/// file the service does not start at all.
+#[test]
+fn systemd_gives_the_confined_service_the_current_generation() {
+    if !prerequisite(common::fakepi::missing()) {
+        return;
+    }
+    let base = match common::fakepi::base(&common::cache()) {
+        Ok(b) => b,
+        Err(e) => {
+            prerequisite(Some(format!("cannot make the fake Pi root: {e}")));
+            return;
+        }
+    };
+    let mut f = common::fakepi::Fleet::new(&base, &["pi"]);
+    f.boot_all();
+    // The unit: nixpkgs' wpa_supplicant serviceConfig, what touches files
+    // (Debian keeps its programs in /usr where NixOS has /nix/store).
+    let unit = "[Service]\n\
+        User=wpa_supplicant\nGroup=wpa_supplicant\n\
+        RuntimeDirectory=wpa_supplicant\n\
+        RootDirectory=/run/wpa_supplicant\nRootDirectoryStartOnly=true\n\
+        BindPaths=/run/wpa_supplicant\n\
+        BindReadOnlyPaths=/usr /bin /lib -/lib64 /etc/ /run/agenix/wifi-pi\n\
+        ProtectSystem=strict\nProtectHome=true\nPrivateTmp=true\nPrivateDevices=true\n\
+        NoNewPrivileges=true\nUMask=0077\n\
+        ExecStart=/bin/sh -c 'while :; do cat /run/agenix/wifi-pi > /run/wpa_supplicant/seen.new 2>&1; mv /run/wpa_supplicant/seen.new /run/wpa_supplicant/seen; sleep 0.1; done'\n";
+    let generation = |n: u32, value: &str| {
+        // agenix's steps: a new generation folder, the file 0440 then
+        // chowned, the link switched, the old generation removed.
+        format!(
+            "set -e; mkdir -p /run/agenix.d/{n}; chmod 0751 /run/agenix.d /run/agenix.d/{n}; \
+             printf '%s\\n' '{value}' > /run/agenix.d/{n}/wifi-pi; chmod 0440 /run/agenix.d/{n}/wifi-pi; \
+             chown root:wpa_supplicant /run/agenix.d/{n}/wifi-pi; ln -sfT /run/agenix.d/{n} /run/agenix; \
+             rm -rf /run/agenix.d/{}",
+            n - 1
+        )
+    };
+    let seen = |f: &common::fakepi::Fleet, want: &str| {
+        let script = format!(
+            "for i in $(seq 100); do [ \"$(cat /run/wpa_supplicant/seen 2>/dev/null)\" = '{want}' ] && exit 0; sleep 0.1; done; cat /run/wpa_supplicant/seen; exit 1"
+        );
+        f.ssh_try("pi", &script)
+            .unwrap_or_else(|e| panic!("the service did not read `{want}`: {e}"));
+    };
+    f.ssh(
+        "pi",
+        &format!(
+            "set -e; useradd --system --no-create-home wpa_supplicant; \
+             printf '%s' \"{unit}\" > /etc/systemd/system/wpa-like.service; systemctl daemon-reload; {}",
+            generation(1, "psk=first password")
+        ),
+    );
+    f.ssh("pi", "systemctl start wpa-like");
+    seen(&f, "psk=first password");
+
+    // A deploy's activation makes generation 2 and removes 1: the running
+    // service still reads what was mounted when it started.
+    f.ssh("pi", &generation(2, "psk=second password"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    seen(&f, "psk=first password");
+    f.ssh("pi", "systemctl restart wpa-like");
+    seen(&f, "psk=second password");
+
+    // Without the group's read bit, wpa_supplicant's user cannot read it.
+    f.ssh(
+        "pi",
+        "chmod 0400 /run/agenix/wifi-pi && systemctl restart wpa-like",
+    );
+    seen(&f, "cat: /run/agenix/wifi-pi: Permission denied");
+
+    // Without the file (no secret decrypted) the service does not start.
+    let out = f.ssh(
+        "pi",
+        "rm /run/agenix/wifi-pi; systemctl restart wpa-like; sleep 0.5; systemctl is-active wpa-like || true",
+    );
+    assert!(out.ends_with("failed"), "{out}");
+}
