@@ -27,8 +27,6 @@ pub struct ImageInfo {
     pub built: String,
     /// The Nix store path of the built image.
     pub store_path: String,
-    /// The SSID whose password was written into the image, if any.
-    pub wifi: Option<String>,
 }
 
 impl ImageInfo {
@@ -140,7 +138,6 @@ mod tests {
             raw_size: 0,
             built: String::new(),
             store_path: String::new(),
-            wifi: None,
         };
         assert_eq!(info.short_commit(), "0123456+dirty");
         info.dirty = Some(false);
