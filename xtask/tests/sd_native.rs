@@ -44,9 +44,14 @@ fn text(b: &[u8]) -> String {
 
 /// The fixture host evaluated with the repository's module.
 fn host() -> String {
+    host_with("")
+}
+
+/// The fixture host with more arguments (`name = value;`).
+fn host_with(args: &str) -> String {
     let repo = common::repo_root();
     format!(
-        "(import {} {{ module = {}; }})",
+        "(import {} {{ module = {}; {args} }})",
         repo.join("xtask/tests/fixtures/sd-native/host.nix")
             .display(),
         repo.join("modules/hardware/sd-image-native.nix").display()
@@ -257,5 +262,82 @@ fn native_image_needs_no_aarch64_and_equals_nixpkgs_image() {
     assert!(
         conf_n.contains(&format!("APPEND init={toplevel}/init")),
         "{conf_n}"
+    );
+}
+
+/// What the module makes, read from the evaluation: the card's build script
+/// is nixpkgs' own with only the root filesystem image's path changed, and
+/// depends on the native root filesystem, not on the aarch64 one; the root
+/// filesystem's populate commands run the extlinux builder built for
+/// x86_64, not the aarch64 one. A nixpkgs whose card script no longer names
+/// the root filesystem image stops the evaluation with what to do.
+#[test]
+fn the_native_card_is_nixpkgs_script_with_the_native_root() {
+    if !prerequisite(common::need_nix()) {
+        return;
+    }
+    let facts = nix(
+        &["eval", "--json"],
+        &format!(
+            r#"let
+              h = {};
+              inherit (h.native) rootFilesystemImage;
+              has = s: infix: builtins.stringLength (builtins.replaceStrings [ infix ] [ "" ] s) != builtins.stringLength s;
+              needs = s: drv: builtins.hasAttr (builtins.unsafeDiscardStringContext drv.drvPath) (builtins.getContext s);
+            in {{
+              script = builtins.replaceStrings [ "${{h.emulatedRootfs}}" ] [ "${{rootFilesystemImage}}" ] h.emulated.buildCommand == h.native.buildCommand;
+              needsNativeRoot = needs h.native.buildCommand rootFilesystemImage;
+              needsEmulatedRoot = needs h.native.buildCommand h.emulatedRootfs;
+              nativeBuilder = has rootFilesystemImage.buildCommand "${{h.extlinuxBuilders.x86_64}}";
+              emulatedBuilder = has rootFilesystemImage.buildCommand "${{h.extlinuxBuilders.aarch64}}";
+              needsEmulatedBuilder = needs rootFilesystemImage.buildCommand h.extlinuxBuilders.aarch64;
+              emulatedUsesEmulatedBuilder = has h.emulatedRootfs.buildCommand "${{h.extlinuxBuilders.aarch64}}";
+            }}"#,
+            host()
+        ),
+        "",
+    );
+    assert_eq!(
+        facts,
+        r#"{"emulatedBuilder":false,"emulatedUsesEmulatedBuilder":true,"nativeBuilder":true,"needsEmulatedBuilder":false,"needsEmulatedRoot":false,"needsNativeRoot":true,"script":true}"#
+    );
+
+    // A nixpkgs whose card script names the root filesystem image otherwise.
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("sd-image-build.nix");
+    let original = std::fs::read_to_string(
+        common::repo_root().join("xtask/tests/fixtures/sd-native/sd-image-build.nix"),
+    )
+    .unwrap();
+    let elsewhere = original
+        .replace(
+            "root_fs=${config.sdImage.rootFilesystemImage}",
+            "root_fs=$rootfs",
+        )
+        .replace("\"${config.sdImage.rootFilesystemImage}\"", "$rootfs");
+    assert_ne!(elsewhere, original);
+    std::fs::write(&changed, elsewhere).unwrap();
+    let out = common::command("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "eval",
+            "--raw",
+            "--impure",
+            "--expr",
+        ])
+        .arg(format!(
+            "{}.native.drvPath",
+            host_with(&format!("sdImageBuild = {};", changed.display()))
+        ))
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sd-image.nix's buildCommand no longer names sdImage.rootFilesystemImage")
+            && stderr
+                .contains("build `system.build.sdImage` instead (`cargo xtask sd --build-host …`)"),
+        "{stderr}"
     );
 }
