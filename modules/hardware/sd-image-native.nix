@@ -26,6 +26,7 @@
 # builds. Relies only on sd-image.nix's options, not on sd-image-aarch64.nix.
 {
   config,
+  options,
   lib,
   pkgs,
   modulesPath,
@@ -48,9 +49,8 @@ let
       );
 
   # generic-extlinux-compatible's `populateCmd` starts with this builder,
-  # built with `pkgs.buildPackages` (aarch64 here, the same derivation the
-  # system's own boot loader installer uses); the same file built with the
-  # x86_64 packages runs in its place.
+  # built with `pkgs.buildPackages` (aarch64 here); the same file built with
+  # the x86_64 packages runs in its place.
   extlinuxBuilder =
     packages:
     import "${modulesPath}/system/boot/loader/generic-extlinux-compatible/extlinux-conf-builder.nix" {
@@ -61,8 +61,12 @@ let
     swap (extlinuxBuilder pkgs.buildPackages) (extlinuxBuilder native)
       cfg.populateRootCommands;
 
-  # sd-image.nix's `rootfsImage`, with the x86_64 package set.
-  rootfs = native.callPackage cfg.rootFilesystemCreator (
+  # sd-image.nix's `rootfsImage` (the default of sdImage.rootFilesystemImage),
+  # with the x86_64 package set; a root filesystem image the configuration
+  # sets itself is used as it is, as sd-image.nix does.
+  ownRootfs =
+    options.sdImage.rootFilesystemImage.highestPrio < (lib.mkOptionDefault null).priority;
+  nativeRootfs = native.callPackage cfg.rootFilesystemCreator (
     {
       inherit (cfg) storePaths compressImage;
       populateImageCommands = populateRootCommands;
@@ -75,8 +79,10 @@ let
   # in its buildCommand: the same text with the native one.
   emulated = config.system.build.sdImage;
   buildCommand =
-    if lib.hasInfix "${cfg.rootFilesystemImage}" emulated.buildCommand then
-      swap cfg.rootFilesystemImage rootfs emulated.buildCommand
+    if ownRootfs then
+      emulated.buildCommand
+    else if lib.hasInfix "${cfg.rootFilesystemImage}" emulated.buildCommand then
+      swap cfg.rootFilesystemImage nativeRootfs emulated.buildCommand
     else
       throw "modules/hardware/sd-image-native.nix: sd-image.nix's buildCommand no longer names sdImage.rootFilesystemImage, so the native image cannot use its own root filesystem: build `system.build.sdImage` instead (`cargo xtask sd --build-host …`) and adapt this module to the new nixpkgs";
 in
@@ -112,7 +118,7 @@ in
       inherit (cfg) compressImage;
       inherit buildCommand;
       passthru = {
-        rootFilesystemImage = rootfs;
+        rootFilesystemImage = if ownRootfs then cfg.rootFilesystemImage else nativeRootfs;
         inherit (config.system.build) toplevel;
       };
     };

@@ -302,6 +302,18 @@ fn the_native_card_is_nixpkgs_script_with_the_native_root() {
         r#"{"emulatedBuilder":false,"emulatedUsesEmulatedBuilder":true,"nativeBuilder":true,"needsEmulatedBuilder":false,"needsEmulatedRoot":false,"needsNativeRoot":true,"script":true}"#
     );
 
+    // A root filesystem image of the configuration's own: the native card
+    // uses it, as nixpkgs' does.
+    let own = nix(
+        &["eval", "--json"],
+        &format!(
+            "let h = {}; in [ (h.native.buildCommand == h.emulated.buildCommand) (h.native.rootFilesystemImage == h.emulatedRootfs) ]",
+            host_with("ownRootfs = builtins.toFile \"own-root.img\" \"\";")
+        ),
+        "",
+    );
+    assert_eq!(own, "[true,true]");
+
     // A nixpkgs whose card script names the root filesystem image otherwise.
     let dir = tempfile::tempdir().unwrap();
     let changed = dir.path().join("sd-image-build.nix");
