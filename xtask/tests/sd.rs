@@ -648,7 +648,7 @@ fn dry_run_prints_the_exact_build_command() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         stdout.contains(&format!(
-            "$ nix build --extra-experimental-features \"nix-command flakes\" --out-link {r}/out/rpi-box-01/.result {r}#nixosConfigurations.rpi-box-01.config.system.build.sdImage\n"
+            "$ nix build --extra-experimental-features \"nix-command flakes\" --out-link {r}/out/rpi-box-01/.result {r}#nixosConfigurations.rpi-box-01.config.system.build.sdImageNative\n"
         )),
         "{stdout}"
     );
@@ -794,7 +794,7 @@ fn plan_against_a_local_binary_cache() {
     let root = fleet.path();
     let cache = tempfile::tempdir().unwrap();
     let attr = format!(
-        "{}#nixosConfigurations.rpi-box-01.config.system.build.sdImage",
+        "{}#nixosConfigurations.rpi-box-01.config.system.build.sdImageNative",
         root.display()
     );
     let nix = |args: &[&str]| {
@@ -854,6 +854,12 @@ fn plan_against_a_local_binary_cache() {
         stdout.contains("build linux-6.18.0  (under QEMU)  HEAVY: a Linux kernel"),
         "{stdout}"
     );
+    // The image's own derivation (x86_64-linux, like sdImageNative's card
+    // assembly): built natively.
+    assert!(
+        stdout.contains("build rpi-box-01-sd-image  (native x86_64)\n"),
+        "{stdout}"
+    );
     for needle in [
         "refusing to build 1 heavy derivation under QEMU",
         "  - linux-6.18.0 (a Linux kernel)",
@@ -892,4 +898,44 @@ fn plan_against_a_local_binary_cache() {
         stderr.contains("the build of rpi-box-01 would be refused"),
         "{stderr}"
     );
+
+    // A real deploy is refused the same way before anything starts: the Pi
+    // (a listener on its address) is never contacted, no log is written.
+    let pi = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    pi.set_nonblocking(true).unwrap();
+    let port = pi.local_addr().unwrap().port();
+    let inventory = root.join("hosts/fleet.toml");
+    let toml = std::fs::read_to_string(&inventory).unwrap().replacen(
+        "address = \"rpi-box-01.local\"",
+        &format!("address = \"127.0.0.1\"\nport = {port}"),
+        1,
+    );
+    std::fs::write(&inventory, toml).unwrap();
+    git(root, &["commit", "-q", "-am", "rpi-box-01 on this machine"]);
+    let out = xtask(root)
+        .args(["deploy", "rpi-box-01"])
+        .env(
+            "NIX_CONFIG",
+            format!("substituters = {url}\nrequire-sigs = false"),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        "rpi-box-01: plan: 2 derivations built here (1 under QEMU",
+        "nothing was deployed:\nrpi-box-01: refusing to build 1 heavy derivation under QEMU",
+        "  - linux-6.18.0 (a Linux kernel)",
+        "none of the binary caches this Nix uses has it",
+        "`cargo xtask deploy rpi-box-01 --build-host user@machine`",
+        "`cargo xtask deploy rpi-box-01 --allow-slow-build`",
+    ] {
+        assert!(stderr.contains(needle), "{needle}\n{stderr}");
+    }
+    assert!(
+        pi.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the refused deploy connected to the Pi"
+    );
+    assert!(!root.join("out/logs").exists(), "{stderr}");
 }

@@ -61,7 +61,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     eprintln!("preflight ok ({:.3} s)", started.elapsed().as_secs_f64());
 
     let out_link = plan.out_dir.join(".result");
-    let installable = nix::flake_attr(root, &nix::sd_image_attr(&plan.host.name));
+    let installable = nix::flake_attr(
+        root,
+        &nix::sd_image_attr(
+            &plan.host.name,
+            plan.build_host.is_some(),
+            std::env::consts::ARCH,
+        ),
+    );
     let nom = exec::have("nom");
     let build = nix::build(
         &sh,
@@ -112,7 +119,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         eprintln!("building on {b} (Nix remote build); this workstation only evaluates");
     } else if std::env::consts::ARCH != "aarch64" {
         eprintln!(
-            "building aarch64 under QEMU: what the binary cache has is fetched, the host's own derivations are built here"
+            "building aarch64 under QEMU: what the binary cache has is fetched, the host's own derivations are built here; the card itself is assembled natively (system.build.sdImageNative)"
         );
     }
     let built = build_and_deliver(&sh, &plan, build, &out_link, args.decompress);
