@@ -50,6 +50,10 @@
     "reset-raspberrypi" # Pi 4: has the firmware load the USB controller's firmware
   ];
 
+  # Kept from profiles/base.nix, of its filesystems: vfat, the FIRMWARE
+  # partition's (mounted at /boot/firmware to read or update it).
+  boot.supportedFilesystems = [ "vfat" ];
+
   # Wi-Fi's country rules (wireless-regdb), which the generic profile gets
   # with linux-firmware; the Wi-Fi firmware itself: pi-nixos.wifiFirmware.
   hardware.wirelessRegulatoryDatabase = lib.mkDefault true;

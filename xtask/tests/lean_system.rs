@@ -294,6 +294,7 @@ in
   initrd = chosen.boot.initrd.availableKernelModules or null;
   wifiFirmware = chosen.pi-nixos.wifiFirmware or null;
   regdb = chosen.hardware.wirelessRegulatoryDatabase or null;
+  filesystems = chosen.boot.supportedFilesystems or null;
 }}"#,
         card = repo.join("modules/hardware/sd-card.nix").display(),
     );
@@ -332,6 +333,8 @@ fn the_profile_chooses_lean_or_nixpkgs_generic_module() {
         serde_json::json!(["raspberrypi-wireless-firmware"])
     );
     assert_eq!(lean["regdb"], serde_json::json!({ "default": true }));
+    // Of base.nix's filesystems only the FIRMWARE partition's: no ZFS.
+    assert_eq!(lean["filesystems"], serde_json::json!(["vfat"]));
 
     let generic = profile_view(&repo, "generic");
     assert_eq!(
