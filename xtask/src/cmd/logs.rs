@@ -66,6 +66,16 @@ pub const EXIT_UNREACHABLE: i32 = 2;
 /// Runs journalctl with the arguments given to this script.
 const JOURNALCTL: &str = "exec journalctl --no-pager --quiet -o json \"$@\"";
 
+/// `--central -f`: systemd-journal-remote writes its files without the
+/// change notices journald gives (`journalctl -f` would wait for the file
+/// to grow), so the entries after the cursor (`$1`; empty: all, the host
+/// had none) are read every 2 s, `--cursor-file` keeping the place. The
+/// empty line each round ends the loop once the connection is gone.
+const CENTRAL_FOLLOW: &str = r#"c=$1; shift; d=$(mktemp -d) || exit 1; f=$d/cursor
+trap 'rm -rf "$d"' EXIT; trap 'exit 0' PIPE HUP INT TERM
+[ -n "$c" ] && printf '%s' "$c" > "$f"
+while :; do journalctl --no-pager --quiet -o json --cursor-file="$f" "$@" || exit 1; echo || exit 0; sleep 2; done"#;
+
 /// journalctl's arguments for a run (the follow phase adds its own).
 pub fn journalctl_args(a: &Args) -> Vec<String> {
     let mut v = Vec::new();
@@ -145,8 +155,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let _ = std::io::stdout().flush();
     if args.follow {
         let base = follow_args(journalctl_args(&args));
-        failed += follow(&hosts, &cursors, &show, None, &|i, tail| {
-            let words: Vec<&str> = base.iter().chain(tail).map(String::as_str).collect();
+        failed += follow(&hosts, &cursors, &show, None, &|i, cursor| {
+            let tail = match cursor {
+                Some(c) => format!("--after-cursor={c}"),
+                None => "--lines=0".to_string(),
+            };
+            let mut words: Vec<&str> = base.iter().map(String::as_str).collect();
+            words.push(&tail);
             ssh.command(&Target::of(&hosts[i]), JOURNALCTL, &words)
         });
     }
@@ -197,26 +212,22 @@ fn follow_args(mut jargs: Vec<String>) -> Vec<String> {
 }
 
 /// Follows every host that was read; returns how many went away.
-/// `command(i, tail)` is the ssh command following host `i` with `tail`
-/// (its cursor) added to [`follow_args`]; `via` names the monitoring host
-/// when the streams come from it (`--central`).
+/// `command(i, cursor)` is the ssh command following host `i` after its
+/// last entry printed (none yet: from now); `via` names the monitoring
+/// host when the streams come from it (`--central`).
 fn follow(
     hosts: &[Host],
     cursors: &[Option<Option<String>>],
     show: &(dyn Fn(&Entry) + Sync),
     via: Option<&str>,
-    command: &dyn Fn(usize, &[String]) -> std::process::Command,
+    command: &dyn Fn(usize, Option<&str>) -> std::process::Command,
 ) -> usize {
     let (tx, rx) = mpsc::channel::<Event>();
     let mut followed = 0;
     let mut children = Vec::new();
     for (i, cursor) in cursors.iter().enumerate() {
         let Some(cursor) = cursor else { continue };
-        let tail = match cursor {
-            Some(c) => vec![format!("--after-cursor={c}")],
-            None => vec!["--lines=0".to_string()],
-        };
-        let mut cmd = command(i, &tail);
+        let mut cmd = command(i, cursor.as_deref());
         eprintln!("$ {}", ssh::show(&cmd));
         let child = cmd
             .stdin(Stdio::null())
@@ -361,10 +372,12 @@ fn central(root: &Path, args: &Args, hosts: &[Host]) -> Result<()> {
     }
     let _ = std::io::stdout().flush();
     if args.follow {
-        let gone = follow(hosts, &cursors, &show, Some(&name), &|i, tail| {
-            let base = follow_args(central_args(args, &hosts[i].name));
-            let words: Vec<&str> = base.iter().chain(tail).map(String::as_str).collect();
-            ssh.command(&t, JOURNALCTL, &words)
+        let gone = follow(hosts, &cursors, &show, Some(&name), &|i, cursor| {
+            let mut jargs = central_args(args, &hosts[i].name);
+            jargs.retain(|a| !a.starts_with("--lines=") && !a.starts_with("--since="));
+            let mut words = vec![cursor.unwrap_or("")];
+            words.extend(jargs.iter().map(String::as_str));
+            ssh.command(&t, CENTRAL_FOLLOW, &words)
         });
         drop(ssh);
         if gone > 0 {
