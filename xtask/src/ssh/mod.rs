@@ -161,6 +161,11 @@ impl Ssh {
         let Some(shared) = persist::settings()? else {
             return Ssh::new(connect_timeout);
         };
+        // Interrupted, the sessions over the masters are stopped (the
+        // masters stay) and what they printed gets a moment to be shown.
+        crate::interrupt::on_exit("ssh-sessions", || {
+            std::thread::sleep(std::time::Duration::from_millis(300))
+        });
         Ok(Ssh {
             config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
             connect_timeout,
