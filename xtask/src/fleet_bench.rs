@@ -78,7 +78,7 @@ pub fn run(root: &Path, hosts: usize) -> Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if args[0] == "logs" {
+        if args[0] == "logs" && args.contains(&"--all") {
             let lines = String::from_utf8_lossy(&out.stdout).lines().count();
             if lines < 100 * hosts {
                 bail!("logs printed {lines} lines, fewer than 100 per host");
@@ -178,6 +178,7 @@ pub fn run(root: &Path, hosts: usize) -> Result<()> {
         let w = warm(args)?;
         rows.push((what, c, w));
     }
+    let profile = profile(&fleet, &xtask, &plain, &socket)?;
     close()?;
     println!();
     println!(
@@ -209,5 +210,100 @@ pub fn run(root: &Path, hosts: usize) -> Result<()> {
             w / floor_warm
         );
     }
+    println!(
+        "where the time goes, one host ({}), median of {RUNS}:",
+        profile.host
+    );
+    for (what, t) in &profile.rows {
+        println!("  {what:<58} {t:>6.3} s");
+    }
     Ok(())
+}
+
+struct Profile {
+    host: String,
+    rows: Vec<(&'static str, f64)>,
+}
+
+/// One host's parts, warm: the xtask's own start, SSH through an open
+/// master, the remote work of `logs` and `status` timed on the Pi, and the
+/// whole commands.
+fn profile(
+    fleet: &fakepi::Fleet,
+    xtask: &dyn Fn(&[&str]) -> Result<f64>,
+    plain: &dyn Fn(u16, &[String]) -> Command,
+    socket: &dyn Fn(u16) -> String,
+) -> Result<Profile> {
+    let pi = &fleet.pis[0];
+    let host = pi.name.clone();
+    let times = |f: &dyn Fn() -> Result<f64>| -> Result<f64> {
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            runs.push(f()?);
+        }
+        Ok(median(runs))
+    };
+    // Seconds a shell script takes on the Pi, measured there.
+    let on_pi = |script: &str| -> Result<f64> {
+        let out = fleet
+            .ssh_try(
+                &host,
+                &format!(
+                    "s=$(date +%s%N); {{ {script}\n}} >/dev/null 2>&1; e=$(date +%s%N); echo $((e - s))"
+                ),
+            )
+            .map_err(anyhow::Error::msg)?;
+        Ok(out.trim().parse::<f64>().context("no time from the Pi")? / 1e9)
+    };
+    let extra = ["-M", "-N", "-f", "-o", "ControlPersist=60", "-S"]
+        .map(String::from)
+        .into_iter()
+        .chain([socket(pi.port)])
+        .collect::<Vec<_>>();
+    plain(pi.port, &extra)
+        .arg("root@127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let mux = vec!["-S".to_string(), socket(pi.port)];
+    let ssh_true = times(&|| {
+        let start = Instant::now();
+        plain(pi.port, &mux)
+            .args(["root@127.0.0.1", "true"])
+            .status()?;
+        Ok(start.elapsed().as_secs_f64())
+    })?;
+    crate::ssh::persist::close(&[std::path::PathBuf::from(socket(pi.port))]);
+    let probe = format!("{}{}", crate::health::SCRIPT, crate::deploy::remote::PROBE);
+    xtask(&["exec", &host, "--", "true"])?;
+    Ok(Profile {
+        rows: vec![
+            (
+                "cargo xtask --version (start, parse, exit)",
+                times(&|| xtask(&["--version"]))?,
+            ),
+            ("ssh host true through an open master", ssh_true),
+            (
+                "on the Pi: journalctl -n 100 -o json",
+                times(&|| on_pi("journalctl --no-pager -q -o json -n 100"))?,
+            ),
+            (
+                "on the Pi: status's probe script",
+                times(&|| on_pi(&probe))?,
+            ),
+            (
+                "exec <host> -- true, warm",
+                times(&|| xtask(&["exec", &host, "--", "true"]))?,
+            ),
+            (
+                "logs <host> -n 100, warm",
+                times(&|| xtask(&["logs", &host, "-n", "100"]))?,
+            ),
+            (
+                "status --no-eval <host>, warm",
+                times(&|| xtask(&["status", "--no-eval", &host]))?,
+            ),
+        ],
+        host,
+    })
 }
