@@ -242,7 +242,7 @@ fn check_says_when_a_wifi_host_cannot_read_its_password() {
     assert!(
         out.contains(&format!(
             "hosts/fleet.toml:{wl}: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but has no Wi-Fi secret (secrets/wifi-rpi-zero-01.age), so it would come up without Wi-Fi\n    fix: `cargo xtask wifi rpi-zero-01` (asks for the password), commit secrets/, then `cargo xtask deploy rpi-zero-01` (or write its card with `cargo xtask sd rpi-zero-01`)"
-        ),
+        )),
         "{out}"
     );
     assert!(f.run(&["wifi", "rpi-zero-01"], PASSWORD).status.success());
@@ -256,7 +256,7 @@ fn check_says_when_a_wifi_host_cannot_read_its_password() {
     assert!(
         out.contains(&format!(
             "hosts/fleet.toml:{wl}: host `rpi-zero-01` cannot read its Wi-Fi password: secrets/wifi-rpi-zero-01.age is missing, unusable or not encrypted to its key (hosts/rpi-zero-01/ssh_host_ed25519_key.pub)\n    fix: `cargo xtask secret rekey` when the file is whole"
-        ),
+        )),
         "{out}"
     );
     assert!(f.run(&["secret", "rekey"], "").status.success());
@@ -295,7 +295,7 @@ fn check_says_when_a_wifi_host_cannot_read_its_password() {
     assert!(
         out.contains(&format!(
             "hosts/fleet.toml:{wl}: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but does not read the secret `wifi-rpi-zero-01` (secrets/secrets.toml gives it to other hosts)"
-        ),
+        )),
         "{out}"
     );
 }
