@@ -45,7 +45,7 @@ pub fn against_bmaptool(
     let needs = limit / write_limit / ratio;
     let read_back = if reads_back {
         format!(
-            " and reads them back ({:.1} s at {:.0} MB/s), which bmaptool never does",
+            ", and flash reads them back ({:.1} s at {:.0} MB/s), which bmaptool never does",
             card.mapped / card.read,
             card.read / 1e6
         )
@@ -62,7 +62,7 @@ pub fn against_bmaptool(
         return (
             "NOT met, not reachable here",
             format!(
-                "both write the same {:.0} MiB at {:.0} MB/s; flash{read_back}; even at the card's limit ({limit:.1} s) it would be {:.2}× bmaptool, which ran at {k:.2}× its own limit ({write_limit:.1} s): the goal needs bmaptool at ≥ {needs:.2}× its limit",
+                "both write the same {:.0} MiB at {:.0} MB/s{read_back}; even at the card's limit ({limit:.1} s) flash would be {:.2}× bmaptool, which ran at {k:.2}× its own limit ({write_limit:.1} s): the goal needs bmaptool at ≥ {needs:.2}× its limit",
                 card.mapped / 1048576.0,
                 card.write / 1e6,
                 limit / bmaptool
