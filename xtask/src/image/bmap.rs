@@ -202,13 +202,13 @@ fn fat_free(image: &Path, first_sector: &[u8]) -> Result<Vec<(u64, u64)>> {
                 continue;
             }
         };
-        let counted = fat::mtools_free(image, p.offset()).with_context(|| {
-            format!(
-                "cannot read the FAT partition {} of {} with mtools",
-                p.number,
-                image.display()
-            )
-        })?;
+        let counted = match fat::mtools_free(image, p.offset()) {
+            Ok(n) => n,
+            Err(e) => {
+                whole(format!("mtools cannot read it ({e:#})"));
+                continue;
+            }
+        };
         if counted != bytes {
             bail!(
                 "the FAT partition {} of {} has {bytes} bytes in free clusters, but mtools counts {counted} free: check it with `fsck.vfat -n`",

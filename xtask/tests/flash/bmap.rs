@@ -481,3 +481,57 @@ fn a_swapped_map_of_the_same_size_is_refused_before_writing() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(dev.contents()[..raw.len()] == std::fs::read(&img.raw).unwrap()[..]);
 }
+
+#[test]
+fn without_mtools_or_a_readable_fat_the_fat_stays_mapped_whole() {
+    if image().is_none() {
+        return;
+    }
+    let img = image().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fat_blocks = FAT_START / BLOCK..(FAT_START + FAT_SIZE) / BLOCK;
+    let bmap = |raw: &Path, out: &Path, path: &str| {
+        let o = common::xtask(&common::repo_root())
+            .args(["bmap", s(raw), "--out", s(out)])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let path = std::env::var("PATH").unwrap();
+    // With mtools: some of the FAT is unmapped (what the other tests check in full).
+    let with = dir.path().join("with.bmap");
+    bmap(&img.raw, &with, &path);
+    let raw_len = std::fs::metadata(&img.raw).unwrap().len() as usize;
+    assert!(
+        fat_blocks
+            .clone()
+            .any(|i| !mapped_set(&with, raw_len / BLOCK)[i])
+    );
+    // No mtools on PATH (e2fsprogs' dumpe2fs is still found in /usr/sbin).
+    let without = dir.path().join("without.bmap");
+    let note = bmap(&img.raw, &without, "/nonexistent");
+    assert!(
+        note.contains("stays mapped whole") && note.contains("mtools"),
+        "{note}"
+    );
+    let m = mapped_set(&without, raw_len / BLOCK);
+    assert!(
+        fat_blocks.clone().all(|i| m[i]),
+        "a FAT block was unmapped without mtools"
+    );
+    // A FAT whose boot sector is not one (its signature cleared).
+    let mut raw = std::fs::read(&img.raw).unwrap();
+    raw[FAT_START + 510] = 0;
+    let broken = dir.path().join("broken.img");
+    std::fs::write(&broken, &raw).unwrap();
+    let out = dir.path().join("broken.bmap");
+    let note = bmap(&broken, &out, &path);
+    assert!(note.contains("cannot be read as FAT"), "{note}");
+    let m = mapped_set(&out, raw.len() / BLOCK);
+    assert!(
+        fat_blocks.clone().all(|i| m[i]),
+        "a block of a broken FAT was unmapped"
+    );
+}
