@@ -31,6 +31,9 @@
       # `nix eval --json .#monitoring.prometheus` is the Prometheus config.
       monitoring = import ./lib/monitoring.nix { inherit inventory; };
 
+      # Every host's config.txt, builtins only: `nix eval --raw .#configTxt.<host>`.
+      configTxt = import ./lib/config-txt.nix { root = ./.; };
+
       # Every host's system: the shared modules, its model's hardware module
       # (chosen in modules/default.nix) and hosts/<name>/default.nix.
       mkHost =
@@ -58,6 +61,9 @@
 
       # `prometheus`: the monitoring host's scrape configuration.
       monitoring = { inherit (monitoring) prometheus; };
+
+      # `<host>`: the config.txt on that host's FIRMWARE partition.
+      configTxt = builtins.mapAttrs (_: host: (configTxt.forHost host).text) inventory.hosts;
 
       # `<host>` and `<host>-sd` are the same system: the SD image boots
       # exactly what `cargo xtask deploy` installs.

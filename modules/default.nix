@@ -16,5 +16,7 @@
     ./secrets.nix
     ./compose.nix
     (./hardware + "/${host.model}.nix")
+    ./hardware/config-txt.nix
+    ./hardware/firmware-sync.nix
   ];
 }

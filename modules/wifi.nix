@@ -1,9 +1,12 @@
 # Wi-Fi for hosts with `wifi = "<SSID>"` in the inventory (required for the
-# Zero 2 W, which has no Ethernet). The password is never in Git or the Nix
-# store: `cargo xtask sd` writes it into the card image's root partition as
-# `secretsFile` (root, 0600), and wpa_supplicant reads it as `ext:psk`. The
-# fleet's regulatory domain ([fleet] wifi_country) is wpa_supplicant's
-# `country=`.
+# Zero 2 W, which has no Ethernet). The password is the age secret
+# `wifi-<host>` (`cargo xtask wifi <host>`, secrets/wifi-<host>.age, its line
+# `psk=<password>`), encrypted to the host's key and the admin keys: never in
+# Git in the clear, never in the Nix store. agenix decrypts it at activation
+# (modules/secrets.nix) into /run/agenix/wifi-<host>, root:wpa_supplicant
+# 0440, before systemd starts wpa_supplicant on boot and before a deploy
+# restarts it; wpa_supplicant reads it as `secretsFile` (`ext:psk`). The
+# fleet's regulatory domain ([fleet] wifi_country) is its `country=`.
 {
   config,
   lib,
@@ -13,11 +16,16 @@
   ...
 }:
 let
-  secretsFile = config.networking.wireless.secretsFile;
-  # The folder `cargo xtask sd` creates for it (root, 0700).
-  ownDir = "/var/lib/wifi";
+  # Keep in step with xtask/src/wifi.rs (a test checks).
+  secretName = "wifi-${host.name}";
+  secret = inventory.secrets.${secretName} or null;
+  reads = secret != null && builtins.elem host.name secret.readers;
   country = inventory.fleet.wifi_country;
   validCountry = country != null && builtins.match "[A-Z][A-Z]" country != null;
+  # wpa_supplicant's units: one for all interfaces, or one per listed interface.
+  interfaces = config.networking.wireless.interfaces;
+  units =
+    if interfaces == [ ] then [ "wpa_supplicant" ] else map (i: "wpa_supplicant-${i}") interfaces;
 in
 {
   config = lib.mkIf (host.wifi != null) {
@@ -32,12 +40,18 @@ in
         assertion = config.hardware.enableRedistributableFirmware;
         message = "host `${host.name}` joins Wi-Fi, but hardware.enableRedistributableFirmware is off, so its Wi-Fi chip has no firmware: remove the setting that turns it off";
       }
+      {
+        assertion = reads;
+        message = "host `${host.name}` joins the Wi-Fi `${host.wifi}`, but no secret `${secretName}` that it reads holds the password: run `cargo xtask wifi ${host.name}`, commit secrets/, then deploy it (or write its card with `cargo xtask sd ${host.name}`)";
+      }
     ];
 
     networking.wireless = {
       enable = true;
-      # Keep in step with SECRETS_FILE in xtask/src/image/wifi.rs (a test checks).
-      secretsFile = lib.mkDefault "${ownDir}/secrets.conf";
+      # agenix's path: a link into the current generation of /run/agenix.d;
+      # systemd follows it when it bind-mounts the file into wpa_supplicant's
+      # private root, so wpa_supplicant (its own user) reads the decrypted file.
+      secretsFile = lib.mkIf reads (lib.mkDefault config.age.secrets.${secretName}.path);
       networks.${host.wifi}.pskRaw = "ext:psk";
       # A file of its own (`-I`), so a host's networking.wireless.extraConfig
       # (a plain string: a second definition would replace or clash) stays free.
@@ -48,35 +62,17 @@ in
       );
     };
 
-    # wpa_supplicant runs as its own user, whose id is only known once the
-    # Pi has booted: hand the file to its group then (still not
-    # world-readable). Without the file wpa_supplicant cannot start (its
-    # bind mount of the file fails), so this unit fails first, with the
-    # reason in the journal, and `cargo xtask status` lists it as a failed
-    # unit; wpa_supplicant, which requires it, is then not started.
-    systemd.services.wifi-secrets = lib.mkIf (secretsFile != null) {
-      description = "Let wpa_supplicant read the Wi-Fi secrets file";
-      requiredBy = [ "wpa_supplicant.service" ];
-      before = [ "wpa_supplicant.service" ];
-      # Once per boot: restarting it on a deploy would restart wpa_supplicant
-      # (Requires=) and cut a Wi-Fi-only Pi off mid-deploy.
-      restartIfChanged = false;
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-      };
-      # The reason goes to the journal (`journalctl -u wifi-secrets`).
-      script = ''
-        ${pkgs.runtimeShell} ${./wifi-secrets.sh} ${
-          lib.escapeShellArgs [
-            secretsFile
-            (if builtins.dirOf secretsFile == ownDir then ownDir else "")
-            "wpa_supplicant"
-            host.name
-            host.wifi
-          ]
-        }
-      '';
-    };
+    # A deploy that changes the password: the new ciphertext is a new store
+    # path, so the unit changes and switch-to-configuration restarts it after
+    # the activation (where agenix decrypted the new value); the running one
+    # keeps the old file bind-mounted until then. Unchanged secret: no restart.
+    # With systemd-sysusers or userborn, agenix decrypts in a unit of its own
+    # (agenix-install-secrets), which wpa_supplicant must then wait for.
+    systemd.services = lib.mkIf reads (
+      lib.genAttrs units (_: {
+        restartTriggers = [ config.age.secrets.${secretName}.file ];
+        after = [ "agenix-install-secrets.service" ];
+      })
+    );
   };
 }

@@ -9,7 +9,10 @@
   ...
 }:
 {
-  imports = [ "${modulesPath}/installer/sd-card/sd-image-aarch64.nix" ];
+  imports = [
+    "${modulesPath}/installer/sd-card/sd-image-aarch64.nix"
+    ./sd-image-native.nix # system.build.sdImageNative: the card assembled with x86_64 tools
+  ];
 
   # Built natively for aarch64 (under QEMU on an x86_64 workstation, or on a
   # build host), so everything but the host's own files comes from the cache.

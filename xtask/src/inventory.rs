@@ -842,7 +842,7 @@ fn parse_host(
                 f,
                 header,
                 format!("host `{label}` is a {m}, which has no Ethernet: its first boot needs Wi-Fi"),
-                "add `wifi = \"<SSID>\"` (the password is given at `cargo xtask sd`, never stored in the repo)",
+                format!("add `wifi = \"<SSID>\"`, then `cargo xtask wifi {label}` (the password becomes an age secret only that Pi can read)"),
             ));
     }
 

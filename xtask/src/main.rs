@@ -7,10 +7,12 @@ mod capture;
 mod ci;
 mod cmd;
 mod compose;
+mod config_txt;
 mod container_pins;
 mod containers;
 mod deploy;
 mod exec;
+mod firmware;
 mod flash;
 mod fleet_bench;
 mod git;
@@ -31,6 +33,7 @@ mod secrets;
 mod ssh;
 mod sshkey;
 mod time;
+mod wifi;
 
 use std::path::PathBuf;
 
@@ -64,6 +67,8 @@ enum Command {
     Identity(cmd::identity::Args),
     /// Secrets for the Pis, age-encrypted to their host keys and the admin keys: set, show, list, rm, rekey
     Secret(cmd::secret::Args),
+    /// Set hosts' Wi-Fi password as their age secret wifi-<host> (asked twice); a deploy brings it to the Pi
+    Wifi(cmd::wifi::Args),
     /// Add an SSH public key to the admin keys every Pi accepts
     AddKey(cmd::add_key::Args),
     /// Find everything wrong with the fleet definition, with file:line and the fix
@@ -121,6 +126,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
         Command::Identity(args) => cmd::identity::run(&root()?, args),
         Command::Secret(args) => cmd::secret::run(&root()?, args),
+        Command::Wifi(args) => cmd::wifi::run(&root()?, args),
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::List(args) => cmd::list::run(&root()?, args),

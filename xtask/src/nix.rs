@@ -165,9 +165,18 @@ pub fn error_summary(msg: &str) -> String {
         .to_string()
 }
 
-/// The flake attribute of a host's SD image.
-pub fn sd_image_attr(host: &str) -> String {
-    format!("nixosConfigurations.{host}.config.system.build.sdImage")
+/// The flake attribute of a host's SD image built on `arch` (this CPU),
+/// with or without a native aarch64 build host: on an x86_64 workstation
+/// building itself, `sdImageNative` (the card assembled with x86_64 tools,
+/// modules/hardware/sd-image-native.nix); on a build host or an aarch64
+/// machine, `sdImage`, where everything is built natively for aarch64.
+pub fn sd_image_attr(host: &str, build_host: bool, arch: &str) -> String {
+    let image = if !build_host && arch == "x86_64" {
+        "sdImageNative"
+    } else {
+        "sdImage"
+    };
+    format!("nixosConfigurations.{host}.config.system.build.{image}")
 }
 
 /// `nix build` (or `nom build`, which shows Nix's progress as a tree) of an
@@ -201,6 +210,16 @@ pub fn build<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sd_image_attr_assembles_natively_only_on_an_x86_64_workstation_building_itself() {
+        let attr = |build_host, arch| sd_image_attr("pi", build_host, arch);
+        let base = "nixosConfigurations.pi.config.system.build.";
+        assert_eq!(attr(false, "x86_64"), format!("{base}sdImageNative"));
+        assert_eq!(attr(true, "x86_64"), format!("{base}sdImage"));
+        assert_eq!(attr(false, "aarch64"), format!("{base}sdImage"));
+        assert_eq!(attr(true, "aarch64"), format!("{base}sdImage"));
+    }
 
     #[test]
     fn error_line_nix_2_8() {

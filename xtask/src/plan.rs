@@ -148,6 +148,8 @@ pub struct Build {
     pub name: String,
     /// Built under QEMU (an aarch64 derivation, here, on a non-aarch64 CPU).
     pub emulated: bool,
+    /// The `system` it is built for, when its `.drv` says.
+    pub system: Option<String>,
     pub heavy: Option<&'static str>,
 }
 
@@ -185,6 +187,7 @@ impl Plan {
                     heavy: heavy(&n),
                     name: n,
                     emulated,
+                    system,
                 }
             })
             .collect();
@@ -224,17 +227,25 @@ impl Plan {
         )
     }
 
-    /// The plan line and the derivations to build, one a line.
+    /// The plan line and the derivations to build, one a line: each
+    /// marked `(under QEMU)`, or `(native x86_64)` for what an x86_64
+    /// workstation builds with its own tools (the SD card's assembly).
     pub fn render(&self) -> String {
         let mut s = self.line();
         for u in &self.unknown {
             s.push_str(&format!("\n  Nix does not know how to build {u}"));
         }
         for b in &self.builds {
+            let place = if b.emulated {
+                "  (under QEMU)"
+            } else if self.build_host.is_none() && b.system.as_deref() == Some("x86_64-linux") {
+                "  (native x86_64)"
+            } else {
+                ""
+            };
             s.push_str(&format!(
-                "\n  build {}{}{}",
+                "\n  build {}{place}{}",
                 b.name,
-                if b.emulated { "  (under QEMU)" } else { "" },
                 b.heavy.map(|w| format!("  HEAVY: {w}")).unwrap_or_default()
             ));
         }
@@ -271,6 +282,15 @@ fn plural(n: usize) -> &'static str {
 /// echoed, then classified. Needs no aarch64 builder. `Ok(Err(stderr))`
 /// when Nix fails (evaluation, download): the caller says what it means.
 pub fn ask(installable: &str, build_host: Option<&str>) -> Result<Result<Plan, String>> {
+    let plan = dry_run(installable, build_host)?;
+    if let Err(stderr) = &plan {
+        eprint!("{stderr}");
+    }
+    Ok(plan)
+}
+
+/// [`ask`] without printing Nix's error.
+fn dry_run(installable: &str, build_host: Option<&str>) -> Result<Result<Plan, String>> {
     let sh = xshell::Shell::new()?;
     let mut cmd = xshell::cmd!(sh, "nix build --extra-experimental-features")
         .arg("nix-command flakes")
@@ -286,7 +306,6 @@ pub fn ask(installable: &str, build_host: Option<&str>) -> Result<Result<Plan, S
     let out = crate::exec::output_any(cmd)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        eprint!("{stderr}");
         return Ok(Err(stderr.into_owned()));
     }
     Ok(Ok(Plan::new(
@@ -309,6 +328,20 @@ pub fn print(plan: &Plan, command: &str, allow_slow: bool) -> Result<()> {
     Ok(())
 }
 
+/// The plan of the build of `h`'s system (its toplevel), with the build
+/// host given on the command line or the host's own.
+fn host_plan(root: &Path, h: &crate::inventory::Host, build_host: Option<&str>) -> Result<Plan> {
+    let attr = crate::nix::host_attr(root, &h.name, ".system.build.toplevel");
+    let bh = build_host.or(h.build_host.as_deref());
+    ask(&attr, bh)?.map_err(|e| {
+        anyhow::anyhow!(
+            "nix could not plan the build of `{}`: {}",
+            h.name,
+            crate::nix::error_summary(&e)
+        )
+    })
+}
+
 /// `deploy --plan`: the plan of each host's system; an error naming the
 /// hosts whose build would be refused.
 pub fn hosts(
@@ -320,15 +353,7 @@ pub fn hosts(
     crate::nix::version::require()?;
     let mut refused = Vec::new();
     for h in hosts {
-        let attr = crate::nix::host_attr(root, &h.name, ".system.build.toplevel");
-        let bh = build_host.or(h.build_host.as_deref());
-        let p = ask(&attr, bh)?.map_err(|e| {
-            anyhow::anyhow!(
-                "nix could not plan the build of `{}`: {}",
-                h.name,
-                crate::nix::error_summary(&e)
-            )
-        })?;
+        let p = host_plan(root, h, build_host)?;
         println!("{}:", h.name);
         if print(&p, &format!("cargo xtask deploy {}", h.name), allow_slow).is_err() {
             println!(
@@ -344,6 +369,45 @@ pub fn hosts(
             "the build of {} would be refused (reasons above)",
             refused.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// Before a real `deploy`, before anything else starts: each host's plan
+/// (on stderr), and a refusal naming every host that would build a heavy
+/// derivation under QEMU, with sd's reasons and ways out, unless
+/// `allow_slow`. Hosts built natively (a build host, an aarch64
+/// workstation) emulate nothing and are not asked about; a host whose
+/// system Nix cannot evaluate is left to the deploy, which reports it.
+pub fn check_hosts(
+    root: &Path,
+    hosts: &[crate::inventory::Host],
+    build_host: Option<&str>,
+    allow_slow: bool,
+) -> Result<()> {
+    let mut refusals = Vec::new();
+    for h in hosts {
+        if build_host.or(h.build_host.as_deref()).is_some() || std::env::consts::ARCH == "aarch64" {
+            continue;
+        }
+        let attr = crate::nix::host_attr(root, &h.name, ".system.build.toplevel");
+        // A system Nix cannot evaluate fails in the deploy itself, which
+        // says so for that host like for any other failure.
+        let Ok(p) = dry_run(&attr, None)? else {
+            continue;
+        };
+        eprintln!("{}: {}", h.name, p.render());
+        match p.refusal(&format!("cargo xtask deploy {}", h.name)) {
+            Some(_) if allow_slow => eprintln!(
+                "--allow-slow-build: building {}'s heavy derivations under QEMU anyway",
+                h.name
+            ),
+            Some(why) => refusals.push(format!("{}: {why}", h.name)),
+            None => {}
+        }
+    }
+    if !refusals.is_empty() {
+        bail!("nothing was deployed:\n{}", refusals.join("\n"));
     }
     Ok(())
 }

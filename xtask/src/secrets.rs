@@ -121,6 +121,37 @@ pub fn render(entries: &BTreeMap<String, Entry>) -> String {
     s
 }
 
+/// Writes `secrets/secrets.toml` with `entries`.
+pub fn write_entries(root: &Path, entries: &BTreeMap<String, Entry>) -> Result<()> {
+    std::fs::create_dir_all(root.join(DIR))?;
+    std::fs::write(root.join(FILE), render(entries)).with_context(|| format!("cannot write {FILE}"))
+}
+
+/// Encrypts `value` to `recipients` into `secrets/<name>.age` (temp, rename).
+pub fn encrypt_to(root: &Path, name: &str, recipients: &[Recipient], value: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let parsed: Vec<age::ssh::Recipient> = recipients
+        .iter()
+        .map(|r| {
+            r.line
+                .parse::<age::ssh::Recipient>()
+                .map_err(|e| anyhow::anyhow!("{}: age cannot use this key: {e:?}", r.who))
+        })
+        .collect::<Result<_>>()?;
+    let encryptor =
+        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+            .context("cannot encrypt")?;
+    let mut out = Vec::new();
+    let mut w = encryptor.wrap_output(&mut out)?;
+    w.write_all(value)?;
+    w.finish()?;
+    std::fs::create_dir_all(root.join(DIR))?;
+    let path = root.join(age_path(name));
+    let tmp = path.with_extension("age.partial");
+    std::fs::write(&tmp, &out).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// The hosts that read a secret.
 pub fn readers(fleet: &Fleet, e: &Entry) -> Result<Vec<String>> {
     let mut out = BTreeSet::new();

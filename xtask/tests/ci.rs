@@ -320,6 +320,7 @@ fn check_notes_a_cache_the_workstation_does_not_use() {
     }
     let fleet = fixture_fleet();
     let root = fleet.path();
+    common::give_wifi_password(root);
     let out = xtask(root).arg("check").assert().success();
     let plain = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(!plain.contains("binary cache"), "{plain}");

@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::{TEST_KEY, fixture_fleet, need_program, prerequisite, xtask};
+use common::{TEST_KEY, fixture_fleet, prerequisite, xtask};
 use predicates::prelude::*;
 
 fn nix_ready() -> bool {
@@ -76,6 +76,7 @@ fn check_passes_on_a_good_fleet_and_nix_agrees() {
         return;
     }
     let fleet = fixture_fleet();
+    common::give_wifi_password(fleet.path());
     let out = xtask(fleet.path()).arg("check").assert().success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     // The real nix commands ran (echoed before they ran).
@@ -321,6 +322,7 @@ fn new_host_adds_entry_and_folder() {
     assert_eq!(new["port"], 2200);
     assert_eq!(new["tags"], serde_json::json!(["lab"]));
     if nix_ready() {
+        common::give_wifi_password(root);
         xtask(root).arg("check").assert().success();
     }
 }
@@ -457,6 +459,7 @@ fn new_host_defaults_to_its_mdns_name_and_check_says_so() {
     if !nix_ready() {
         return;
     }
+    common::give_wifi_password(root);
     let out = xtask(root).args(["check", "--json"]).assert().success();
     let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let reach: Vec<(&str, &str)> = report["addressing"]
@@ -527,6 +530,7 @@ fn static_address_is_read_alike_by_nix_and_the_xtask() {
     if !nix_ready() {
         return;
     }
+    common::give_wifi_password(root);
     let out = xtask(root).arg("check").assert().success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(
@@ -669,6 +673,12 @@ fn wifi_host_needs_the_fleet_wifi_country() {
             "already has wifi_country = \"DE\"",
         ));
     if nix_ready() {
+        // Its password, as the new-host's next step says.
+        xtask(root)
+            .args(["wifi", "rpi-zero-02"])
+            .write_stdin(format!("{}\n", common::WIFI_PASSWORD))
+            .assert()
+            .success();
         xtask(root).arg("check").assert().success();
         // Nix reads the country as the xtask does.
         let lib = fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
@@ -710,66 +720,4 @@ fn check_catches_flake_checks_that_miss_hosts() {
     xtask(root).arg("check").assert().failure().stdout(predicate::str::contains(
         "flake.nix: the flake's checks do not cover the fleet: checks.aarch64-linux: xtask has [\"rpi-box-01\",\"rpi-box-03\",\"rpi-zero-01\"], nix has [\"rpi-box-01\",\"rpi-zero-01\"]",
     ));
-}
-
-/// The wifi-secrets unit (modules/wifi-secrets.sh, run by modules/wifi.nix
-/// before wpa_supplicant) fails with the file and the fix when the card
-/// has no Wi-Fi password, and hands a good file to wpa_supplicant's group.
-#[test]
-fn wifi_secrets_unit_says_what_is_missing() {
-    if !prerequisite(need_program("bash", "bash")) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let own = dir.path().join("wifi");
-    fs::create_dir(&own).unwrap();
-    let file = own.join("secrets.conf");
-    let run = || {
-        std::process::Command::new("bash")
-            .arg(common::repo_root().join("modules/wifi-secrets.sh"))
-            .args([
-                file.to_str().unwrap(),
-                own.to_str().unwrap(),
-                "root",
-                "rpi-zero-01",
-                "home-wifi",
-            ])
-            .output()
-            .unwrap()
-    };
-    let out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.trim_end(),
-        format!(
-            "{} is missing, so wpa_supplicant cannot start and rpi-zero-01 has no Wi-Fi: make the card again with `cargo xtask sd rpi-zero-01` (it asks for the password and writes the file), or write the line psk=<password> to {} (root, 0600) and run `systemctl restart wpa_supplicant`",
-            file.display(),
-            file.display()
-        )
-    );
-    fs::write(&file, "# nothing\n").unwrap();
-    let out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.starts_with(&format!(
-            "{} has no psk= line, so wpa_supplicant cannot join \"home-wifi\": make the card again with `cargo xtask sd rpi-zero-01`",
-            file.display()
-        )),
-        "{stderr}"
-    );
-    if !prerequisite(common::need_root()) {
-        return;
-    }
-    fs::write(&file, "psk=correct horse\n").unwrap();
-    let out = run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!((mode(&file), mode(&own)), (0o640, 0o750));
 }

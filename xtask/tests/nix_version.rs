@@ -216,6 +216,10 @@ fn a_current_nix_passes() {
         return;
     }
     let fleet = fleet();
+    // Its Wi-Fi host's password (a secret, committed as a user would).
+    common::give_wifi_password(fleet.path());
+    git(fleet.path(), &["add", "-A"]);
+    git(fleet.path(), &["commit", "-q", "-m", "Wi-Fi password"]);
     let out = xtask(fleet.path()).arg("check").output().unwrap();
     let text = format!(
         "{}\n{}",

@@ -1,6 +1,6 @@
 //! `cargo xtask sd`: real Nix builds of the fixture flake's NixOS-shaped
-//! images, the Wi-Fi secrets read back from the image without mounting, and
-//! every preflight refusal.
+//! images, a Wi-Fi host's card read back without mounting (only the host
+//! key on it, the password nowhere), and every preflight refusal.
 
 mod common;
 
@@ -304,98 +304,167 @@ fn store_contains(store_path: &str, needle: &str) -> Vec<String> {
     hits
 }
 
+/// A Wi-Fi host's card: its password is the age secret `wifi-<host>`
+/// (`cargo xtask wifi`), so the image carries only the host key, read back
+/// with debugfs; the password is nowhere in the image, `out/`, the build's
+/// closure (which holds the ciphertext, as agenix's systems do), the logs or
+/// Git; and the real `age` CLI decrypts the secret with the key on the card,
+/// which is all the Pi has on its first boot.
 #[test]
-fn wifi_password_goes_into_the_image_only() {
-    if !ready() {
+fn a_wifi_card_carries_only_the_host_key() {
+    if !ready() || !prerequisite(need_program("age", "age")) {
         return;
     }
     let fleet = sd_fleet();
     let root = fleet.path();
-    let secrets = tempfile::tempdir().unwrap();
-    let file = secrets.path().join("wifi");
-    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
-    let out = sd(
+    let ns = BinfmtNs::new()
+        .register_qemu("POF")
+        .nix_conf(&ns_nix_conf());
+    // The namespace's HOME is where the xtask keeps host keys there.
+    let data = ns.home().join(".local/share");
+    let mut logs = String::new();
+    for (args, stdin) in [
+        (vec!["identity", "rpi-zero-01"], String::new()),
+        (vec!["wifi", "rpi-zero-01"], format!("{PASSWORD}\n")),
+    ] {
+        let out = assert_cmd::Command::cargo_bin("xtask")
+            .unwrap()
+            .arg("--flake")
+            .arg(root)
+            .args(&args)
+            .env("XDG_DATA_HOME", &data)
+            .write_stdin(stdin)
+            .output()
+            .unwrap();
+        logs += &text(&out.stdout);
+        logs += &text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {logs}");
+    }
+    assert!(logs.contains("cargo xtask deploy rpi-zero-01"), "{logs}");
+    git(root, &["add", "-A"]);
+    git(
         root,
         &[
+            "commit",
+            "-q",
+            "-m",
+            "rpi-zero-01: identity and Wi-Fi password",
+        ],
+    );
+
+    let bin = assert_cmd::cargo::cargo_bin("xtask");
+    let out = ns.run(
+        bin,
+        &[
+            "--flake",
+            root.to_str().unwrap(),
+            "sd",
             "rpi-zero-01",
-            "--wifi-secrets",
-            file.to_str().unwrap(),
             "--decompress",
         ],
     );
     let stdout = text(&out.stdout);
+    logs += &stdout;
+    logs += &text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("joins `home-wifi`"), "{stdout}");
-    // The password file was group/world-readable: said so.
-    assert!(text(&out.stderr).contains("can be read by other users"));
+    assert!(
+        stdout.contains(
+            "joins `home-wifi`: the Pi decrypts its password (secrets/wifi-rpi-zero-01.age) with the host key on this card"
+        ),
+        "{stdout}"
+    );
 
     let dir = root.join("out/rpi-zero-01");
     let raw = dir.join("rpi-zero-01.img");
-    let zst = dir.join("rpi-zero-01.img.zst");
     assert_eq!(mode(&raw), 0o600);
-    assert_eq!(mode(&zst), 0o600);
-    // The compressed image is the raw one.
-    let unpacked = run(
-        "sh",
-        &["-c", &format!("zstd -dc {} | sha256sum", zst.display())],
-    );
-    assert_eq!(unpacked.split_whitespace().next().unwrap(), sha256(&raw));
-
-    // Read back with e2fsprogs, no mount: root-owned, mode 0600, in a 0700 folder.
+    assert_eq!(mode(&dir.join("rpi-zero-01.img.zst")), 0o600);
+    // Read back with e2fsprogs, no mount: the host key, and no Wi-Fi file.
     let ext4 = format!("{}?offset={}", raw.display(), 38 << 20);
-    // The block map was made after the secret was written: bmaptool itself
-    // checks every mapped range against it, and the copy holds the secret.
-    let card = secrets.path().join("card.img");
-    let bmap = dir.join("rpi-zero-01.bmap");
-    run(
-        "bmaptool",
-        &[
-            "copy",
-            "--bmap",
-            bmap.to_str().unwrap(),
-            zst.to_str().unwrap(),
-            card.to_str().unwrap(),
-        ],
-    );
-    let on_card = format!("{}?offset={}", card.display(), 38 << 20);
-    let content = run(
+    let stat = run(
         "debugfs",
-        &["-R", "cat var/lib/wifi/secrets.conf", &on_card],
+        &["-R", "stat etc/ssh/ssh_host_ed25519_key", &ext4],
     );
-    assert_eq!(content, format!("psk={PASSWORD}\n"));
-    let stat = run("debugfs", &["-R", "stat var/lib/wifi/secrets.conf", &ext4]);
     assert!(stat.contains("Type: regular    Mode:  0600"), "{stat}");
     assert!(stat.contains("User:     0   Group:     0"), "{stat}");
-    let content = run("debugfs", &["-R", "cat var/lib/wifi/secrets.conf", &ext4]);
-    assert_eq!(content, format!("psk={PASSWORD}\n"));
-    let dirs = run("debugfs", &["-R", "ls -l var/lib", &ext4]);
-    assert!(
-        dirs.lines()
-            .any(|l| l.contains("40700") && l.trim_end().ends_with("wifi")),
-        "{dirs}"
-    );
-    let e2fsck = Command::new("e2fsck")
-        .args(["-fn", &ext4])
+    // Where cards made the old way had the password.
+    let old = Command::new("debugfs")
+        .args(["-R", "stat var/lib/wifi/secrets.conf", &ext4])
         .output()
         .unwrap();
-    assert!(e2fsck.status.success(), "{}", text(&e2fsck.stdout));
-
-    // Never in the Nix store: not in the build's closure, not in its output.
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("rpi-zero-01.img.json")).unwrap())
-            .unwrap();
-    assert_eq!(record["wifi"], "home-wifi");
-    let hits = store_contains(record["store_path"].as_str().unwrap(), PASSWORD);
     assert!(
-        hits.is_empty(),
-        "the password is in the Nix store: {hits:?}"
+        text(&old.stderr).contains("File not found"),
+        "{}",
+        text(&old.stdout)
     );
-    // Nor in the repository.
+    // The ciphertext is in the image's store, like a NixOS system's.
+    let store = run("debugfs", &["-R", "ls -p nix/store", &ext4]);
+    assert!(store.contains("-wifi-rpi-zero-01.age/"), "{store}");
+
+    // The real age CLI decrypts it with the key read back from the card.
+    let key = dir.join("card-host-key");
+    std::fs::write(
+        &key,
+        run(
+            "debugfs",
+            &["-R", "cat etc/ssh/ssh_host_ed25519_key", &ext4],
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let age = run(
+        "age",
+        &[
+            "-d",
+            "-i",
+            key.to_str().unwrap(),
+            root.join("secrets/wifi-rpi-zero-01.age").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(age, format!("psk={PASSWORD}\n"));
+    std::fs::remove_file(&key).unwrap();
+
+    // The password is nowhere: not in out/ (the raw image, the compressed
+    // one unpacked, the record, the block map), the logs, Git or the store.
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let bytes = if f.extension().is_some_and(|e| e == "zst") {
+            Command::new("zstd")
+                .arg("-dc")
+                .arg(&f)
+                .output()
+                .unwrap()
+                .stdout
+        } else {
+            std::fs::read(&f).unwrap()
+        };
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "the password is in {}",
+            f.display()
+        );
+    }
+    assert!(!logs.contains(PASSWORD), "the password is in a log: {logs}");
     let grep = Command::new("git")
         .args(["-C", root.to_str().unwrap(), "grep", "-q", PASSWORD])
         .status()
         .unwrap();
-    assert!(!grep.success());
+    assert!(!grep.success(), "the password is in Git");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rpi-zero-01.img.json")).unwrap())
+            .unwrap();
+    let store_path = record["store_path"].as_str().unwrap();
+    let hits = store_contains(store_path, PASSWORD);
+    assert!(
+        hits.is_empty(),
+        "the password is in the Nix store: {hits:?}"
+    );
+    // The scan sees the ciphertext, so it would have seen the value.
+    assert!(
+        !store_contains(store_path, "age-encryption.org/v1").is_empty(),
+        "the secret's file is not in the build's closure"
+    );
 }
 
 /// Refusals: the command fails with `message`, before any build, writing nothing.
@@ -464,65 +533,6 @@ fn refuses_when_this_machine_cannot_build_aarch64() {
 }
 
 #[test]
-fn asks_for_the_wifi_password_on_a_terminal() {
-    if !ready() || !prerequisite(need_program("script", "bsdutils")) {
-        return;
-    }
-    let fleet = sd_fleet();
-    let root = fleet.path();
-    let bin = assert_cmd::cargo::cargo_bin("xtask");
-    // `script` gives the command a terminal; the password is typed twice.
-    // It ends by touching `done`, which ends the typing side of the pipe.
-    let command = format!(
-        "{} --flake {} sd rpi-zero-01; touch \"$HOME/done\"",
-        binfmt_ns::sh_quote(&bin),
-        binfmt_ns::sh_quote(root)
-    );
-    // Each answer is typed once its prompt shows in the typescript (after
-    // the build: a build that fails never asks).
-    let typed = format!(
-        "(until grep -qs 'Wi-Fi password for' \"$HOME/typescript\"; do sleep 0.1; done; sleep 0.3; \
-         printf '%s\\n' '{PASSWORD}'; \
-         until grep -qs 'again, to be sure' \"$HOME/typescript\"; do sleep 0.1; done; sleep 0.3; \
-         printf '%s\\n' '{PASSWORD}'; \
-         while [ ! -e \"$HOME/done\" ]; do sleep 0.1; done) | script -qefc {} \"$HOME/typescript\"",
-        binfmt_ns::sh_quote(&command)
-    );
-    let out = BinfmtNs::new()
-        .register_qemu("POF")
-        .nix_conf(&ns_nix_conf())
-        .script(&typed);
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("Wi-Fi password for `home-wifi`: "),
-        "{stdout}"
-    );
-    assert!(stdout.contains("again, to be sure: "), "{stdout}");
-    // Typed after the prompt appeared: not echoed.
-    assert!(
-        !stdout.contains(PASSWORD),
-        "the password was echoed:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("✓ rpi-zero-01"),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    let zst = root.join("out/rpi-zero-01/rpi-zero-01.img.zst");
-    let raw = root.join("out/rpi-zero-01/check.img");
-    run(
-        "sh",
-        &[
-            "-c",
-            &format!("zstd -qdc {} > {}", zst.display(), raw.display()),
-        ],
-    );
-    let ext4 = format!("{}?offset={}", raw.display(), 38 << 20);
-    let content = run("debugfs", &["-R", "cat var/lib/wifi/secrets.conf", &ext4]);
-    assert_eq!(content, format!("psk={PASSWORD}\n"));
-}
-
-#[test]
 fn refuses_an_unknown_host() {
     if !ready() {
         return;
@@ -556,36 +566,24 @@ fn refuses_an_unreachable_image() {
     );
 }
 
+/// A Wi-Fi host without its Wi-Fi secret: refused before any build, with
+/// the command that makes it; the old `--wifi-secrets` says what replaced it.
 #[test]
-fn refuses_a_wifi_host_without_its_password() {
+fn refuses_a_wifi_host_without_its_wifi_secret() {
     if !ready() {
         return;
     }
     let fleet = sd_fleet();
     let root = fleet.path();
-    // No --wifi-secrets and no terminal to ask on (stdin is not a TTY).
     refused(
         root,
         &["rpi-zero-01"],
-        "host `rpi-zero-01` needs the password of the Wi-Fi `home-wifi` (a zero2w has no Ethernet: without Wi-Fi it is unreachable), and there is no terminal to ask for it: pass --wifi-secrets FILE",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let short = dir.path().join("pw");
-    std::fs::write(&short, "secret\n").unwrap();
-    refused(
-        root,
-        &["rpi-zero-01", "--wifi-secrets", short.to_str().unwrap()],
-        "is not usable: it is 6 characters long; a WPA password has 8 to 63",
+        "hosts/fleet.toml:56: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but has no Wi-Fi secret (secrets/wifi-rpi-zero-01.age), so it would come up without Wi-Fi: `cargo xtask wifi rpi-zero-01` (asks for the password)",
     );
     refused(
         root,
-        &["rpi-zero-01", "--wifi-secrets", "/nonexistent/pw"],
-        "cannot read the Wi-Fi password file /nonexistent/pw",
-    );
-    refused(
-        root,
-        &["rpi-box-01", "--wifi-secrets", short.to_str().unwrap()],
-        "--wifi-secrets was given but host `rpi-box-01` has no `wifi` in hosts/fleet.toml",
+        &["rpi-box-01", "--wifi-secrets", "/nonexistent/pw"],
+        "--wifi-secrets is gone: the Wi-Fi password is now an age secret of the host, which the card does not carry; run `cargo xtask wifi rpi-box-01`",
     );
 }
 
@@ -662,7 +660,7 @@ fn dry_run_prints_the_exact_build_command() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         stdout.contains(&format!(
-            "$ nix build --extra-experimental-features \"nix-command flakes\" --out-link {r}/out/rpi-box-01/.result {r}#nixosConfigurations.rpi-box-01.config.system.build.sdImage\n"
+            "$ nix build --extra-experimental-features \"nix-command flakes\" --out-link {r}/out/rpi-box-01/.result {r}#nixosConfigurations.rpi-box-01.config.system.build.sdImageNative\n"
         )),
         "{stdout}"
     );
@@ -793,41 +791,6 @@ fn a_failed_build_names_its_error_line() {
     assert!(!root.join("out/rpi-box-01/.result").exists());
 }
 
-/// On a terminal, a Wi-Fi host's password is asked only once the build
-/// succeeded: a failed build never asks for it.
-#[test]
-fn a_failed_build_never_asks_for_the_wifi_password() {
-    if !ready() || !prerequisite(need_program("script", "bsdutils")) {
-        return;
-    }
-    let fleet = sd_fleet();
-    let root = fleet.path();
-    unreachable_download(root);
-    let bin = assert_cmd::cargo::cargo_bin("xtask");
-    // Bounded: a prompt that nobody answers ends with the timeout.
-    let command = format!(
-        "timeout 120 {} --flake {} sd rpi-zero-01",
-        binfmt_ns::sh_quote(&bin),
-        binfmt_ns::sh_quote(root)
-    );
-    let out = BinfmtNs::new()
-        .register_qemu("POF")
-        .nix_conf(&ns_nix_conf())
-        .script(&format!(
-            "script -qec {} /dev/null </dev/null",
-            binfmt_ns::sh_quote(&command)
-        ));
-    let stdout = text(&out.stdout);
-    assert!(!stdout.contains("Wi-Fi password"), "{stdout}");
-    // Nix's output came through the terminal, and was read.
-    assert!(
-        stdout.contains("the Nix build could not download what it needs"),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    assert!(!root.join("out").exists());
-}
-
 /// `sd --plan` with real Nix against a local binary cache, the only
 /// substituter (`nix copy --to file://…`, unsigned, `require-sigs = false`):
 /// the fixture's image, cached, plans nothing built and nothing heavy; a
@@ -843,7 +806,7 @@ fn plan_against_a_local_binary_cache() {
     let root = fleet.path();
     let cache = tempfile::tempdir().unwrap();
     let attr = format!(
-        "{}#nixosConfigurations.rpi-box-01.config.system.build.sdImage",
+        "{}#nixosConfigurations.rpi-box-01.config.system.build.sdImageNative",
         root.display()
     );
     let nix = |args: &[&str]| {
@@ -903,6 +866,12 @@ fn plan_against_a_local_binary_cache() {
         stdout.contains("build linux-6.18.0  (under QEMU)  HEAVY: a Linux kernel"),
         "{stdout}"
     );
+    // The image's own derivation (x86_64-linux, like sdImageNative's card
+    // assembly): built natively.
+    assert!(
+        stdout.contains("build rpi-box-01-sd-image  (native x86_64)\n"),
+        "{stdout}"
+    );
     for needle in [
         "refusing to build 1 heavy derivation under QEMU",
         "  - linux-6.18.0 (a Linux kernel)",
@@ -941,4 +910,44 @@ fn plan_against_a_local_binary_cache() {
         stderr.contains("the build of rpi-box-01 would be refused"),
         "{stderr}"
     );
+
+    // A real deploy is refused the same way before anything starts: the Pi
+    // (a listener on its address) is never contacted, no log is written.
+    let pi = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    pi.set_nonblocking(true).unwrap();
+    let port = pi.local_addr().unwrap().port();
+    let inventory = root.join("hosts/fleet.toml");
+    let toml = std::fs::read_to_string(&inventory).unwrap().replacen(
+        "address = \"rpi-box-01.local\"",
+        &format!("address = \"127.0.0.1\"\nport = {port}"),
+        1,
+    );
+    std::fs::write(&inventory, toml).unwrap();
+    git(root, &["commit", "-q", "-am", "rpi-box-01 on this machine"]);
+    let out = xtask(root)
+        .args(["deploy", "rpi-box-01"])
+        .env(
+            "NIX_CONFIG",
+            format!("substituters = {url}\nrequire-sigs = false"),
+        )
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        "rpi-box-01: plan: 2 derivations built here (1 under QEMU",
+        "nothing was deployed:\nrpi-box-01: refusing to build 1 heavy derivation under QEMU",
+        "  - linux-6.18.0 (a Linux kernel)",
+        "none of the binary caches this Nix uses has it",
+        "`cargo xtask deploy rpi-box-01 --build-host user@machine`",
+        "`cargo xtask deploy rpi-box-01 --allow-slow-build`",
+    ] {
+        assert!(stderr.contains(needle), "{needle}\n{stderr}");
+    }
+    assert!(
+        pi.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the refused deploy connected to the Pi"
+    );
+    assert!(!root.join("out/logs").exists(), "{stderr}");
 }

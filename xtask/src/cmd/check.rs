@@ -66,6 +66,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     problems.extend(crate::container_pins::problems(&fleet)?);
     problems.extend(crate::identity::problems(&fleet));
     problems.extend(crate::secrets::problems(root, &fleet));
+    problems.extend(crate::config_txt::problems(&fleet)?);
+    problems.extend(crate::wifi::problems(root, &fleet));
     let compose = crate::compose::check::fleet(&fleet)?;
     problems.extend(compose.problems);
     if nix::installed() {

@@ -40,7 +40,7 @@ pub struct Args {
     /// Ask Nix what each host's build would build here (under QEMU) and fetch, print it and stop; fails when a build would be refused
     #[arg(long, conflicts_with = "dry_run")]
     plan: bool,
-    /// With --plan: heavy derivations under QEMU are accepted
+    /// Build heavy derivations (a kernel, a compiler…) under QEMU even though it takes hours to days
     #[arg(long)]
     allow_slow_build: bool,
 }
@@ -113,6 +113,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         return Ok(());
     }
     crate::nix::version::require()?;
+    crate::plan::check_hosts(
+        root,
+        &hosts,
+        ctx.build_host.as_deref(),
+        args.allow_slow_build,
+    )?;
     deploy::run_hosts(
         root,
         &run,

@@ -21,3 +21,4 @@ pub mod setup_binfmt;
 pub mod ssh;
 pub mod status;
 pub mod version;
+pub mod wifi;

@@ -1,11 +1,14 @@
-//! `cargo xtask new-host`: add a Pi to the fleet (inventory entry and
-//! `hosts/<name>/default.nix`), refusing a name or address already used.
+//! `cargo xtask new-host`: add a Pi to the fleet (its identity, then
+//! `hosts/<name>/default.nix` and its inventory entry), refusing a name or
+//! address already used. Its tools are checked and its identity made before
+//! the inventory changes, so a failure never leaves a host without identity.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use crate::exec;
 use crate::inventory::{self, INVENTORY, Model};
 
 const TEMPLATE: &str = include_str!("host-template.nix");
@@ -50,6 +53,11 @@ pub struct Args {
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
+    if !exec::have("ssh-keygen") {
+        bail!(
+            "ssh-keygen is not installed (it makes the host's identity): `sudo apt-get install openssh-client`, then run this again; nothing was changed"
+        );
+    }
     let inv_path = root.join(INVENTORY);
     let text = std::fs::read_to_string(&inv_path)
         .with_context(|| format!("cannot read {}", inv_path.display()))?;
@@ -125,10 +133,21 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         super::identity::ensure(root, &args.name, None, true)?;
         return Ok(());
     }
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("default.nix"), nix)?;
-    std::fs::write(&inv_path, new_text)
-        .with_context(|| format!("cannot write {}", inv_path.display()))?;
+    // Its SSH host key first (the first contact then needs no prompt): if
+    // that fails, the inventory is as it was.
+    super::identity::ensure(root, &args.name, None, false)?;
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("default.nix"), nix))
+        .with_context(|| format!("cannot write hosts/{}/default.nix", args.name))
+        .and_then(|()| {
+            std::fs::write(&inv_path, new_text)
+                .with_context(|| format!("cannot write {}", inv_path.display()))
+        });
+    if let Err(e) = written {
+        // The private key stays in the data folder: running this again adopts it.
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     if country_added {
         println!(
             "set wifi_country = {} in [fleet] of {INVENTORY}",
@@ -139,14 +158,20 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         "added {} ({}, {}) to {INVENTORY} and created hosts/{}/default.nix",
         args.name, args.model, address, args.name
     );
-    // Its SSH host key, made here so the first contact needs no prompt.
-    super::identity::ensure(root, &args.name, None, false)?;
     println!("next:");
-    println!(
-        "  git add {INVENTORY} {} hosts/{}   # flakes do not see untracked files",
+    let mut add = format!(
+        "{INVENTORY} {} hosts/{}",
         crate::identity::FLEET_ID,
         args.name
     );
+    if args.wifi.is_some() {
+        println!(
+            "  cargo xtask wifi {}   # its Wi-Fi password, an age secret only it (and the admins) can read",
+            args.name
+        );
+        add.push_str(" secrets/");
+    }
+    println!("  git add {add}   # flakes do not see untracked files");
     println!("  cargo xtask check");
     println!("  cargo xtask sd {}", args.name);
     Ok(())

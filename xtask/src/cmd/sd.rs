@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::image::info::{self, ImageInfo};
-use crate::image::{bmap, frames, hostkey, mbr, stream, wifi};
-use crate::inventory::{self, Fleet, Host, INVENTORY};
-use crate::{capture, container_pins, exec, git, nix, nix_error};
+use crate::image::{bmap, debugfs, frames, hostkey, mbr, stream};
+use crate::inventory::{self, Fleet, Host};
+use crate::{capture, container_pins, exec, git, nix, nix_error, wifi};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,8 +27,8 @@ pub struct Args {
     /// Also write the raw image <host>.img next to the compressed one
     #[arg(long)]
     decompress: bool,
-    /// Read the Wi-Fi password from FILE (its only line) instead of asking
-    #[arg(long, value_name = "FILE")]
+    /// Gone: the Wi-Fi password is the age secret `cargo xtask wifi <host>` writes
+    #[arg(long, value_name = "FILE", hide = true)]
     wifi_secrets: Option<PathBuf>,
     /// Check and print what would run, build nothing
     #[arg(long)]
@@ -50,10 +50,6 @@ struct Plan {
     info: PathBuf,
     build_host: Option<String>,
     git: Option<git::Status>,
-    /// The Wi-Fi password, when read from a file.
-    passphrase: Option<String>,
-    /// Ask for the password once the build succeeded.
-    ask: bool,
     /// The host's private SSH host key and its public line (identity in Git).
     host_key: Option<(PathBuf, String)>,
 }
@@ -61,11 +57,18 @@ struct Plan {
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let sh = Shell::new()?;
     let started = Instant::now();
-    let mut plan = preflight(&sh, root, &args)?;
+    let plan = preflight(&sh, root, &args)?;
     eprintln!("preflight ok ({:.3} s)", started.elapsed().as_secs_f64());
 
     let out_link = plan.out_dir.join(".result");
-    let installable = nix::flake_attr(root, &nix::sd_image_attr(&plan.host.name));
+    let installable = nix::flake_attr(
+        root,
+        &nix::sd_image_attr(
+            &plan.host.name,
+            plan.build_host.is_some(),
+            std::env::consts::ARCH,
+        ),
+    );
     let nom = exec::have("nom");
     let build = nix::build(
         &sh,
@@ -91,8 +94,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         println!(
             "then copy <result>/sd-image/*.img.zst to {}{}, record its sha256 and size in {}",
             shown(root, &plan.zst),
-            if plan.host.wifi.is_some() {
-                " with the Wi-Fi secrets written into its root partition"
+            if plan.host_key.is_some() {
+                " with the host key written into its root partition"
             } else {
                 ""
             },
@@ -100,12 +103,6 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
         if args.decompress {
             println!("and write the raw image {}", shown(root, &plan.raw));
-        }
-        if plan.ask {
-            println!(
-                "(the Wi-Fi password for `{}` would be asked for once the build succeeded)",
-                plan.host.wifi.as_deref().unwrap_or("")
-            );
         }
         return Ok(());
     }
@@ -122,10 +119,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         eprintln!("building on {b} (Nix remote build); this workstation only evaluates");
     } else if std::env::consts::ARCH != "aarch64" {
         eprintln!(
-            "building aarch64 under QEMU: what the binary cache has is fetched, the host's own derivations are built here"
+            "building aarch64 under QEMU: what the binary cache has is fetched, the host's own derivations are built here; the card itself is assembled natively (system.build.sdImageNative)"
         );
     }
-    let built = build_and_deliver(&sh, &mut plan, build, &out_link, args.decompress);
+    let built = build_and_deliver(&sh, &plan, build, &out_link, args.decompress);
     let _ = std::fs::remove_file(&out_link);
     if built.is_err() {
         for dir in &made {
@@ -145,7 +142,6 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         raw_size: rsum.size,
         built: info::now_utc(),
         store_path: store.display().to_string(),
-        wifi: plan.passphrase.as_ref().and(plan.host.wifi.clone()),
         bmap_sha256: Some(bmap_sum),
     };
     info::write(&plan.info, &record)?;
@@ -160,9 +156,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         record.raw_sha256
     );
     println!("  commit  {}", record.short_commit());
-    if let Some(ssid) = &record.wifi {
+    if let Some(ssid) = &plan.host.wifi {
         println!(
-            "  wifi    joins `{ssid}`: its password is inside this image (file mode 0600), keep it private"
+            "  wifi    joins `{ssid}`: the Pi decrypts its password ({}) with the host key on this card",
+            crate::secrets::age_path(&wifi::secret_name(&plan.host.name))
         );
     }
     if args.decompress {
@@ -172,12 +169,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Runs the build, asks for the Wi-Fi password (only now: never for a
-/// build that then fails), and delivers the image. Returns the store path,
-/// the sums of the `.img.zst` and of the raw image, and the block map's sha256.
+/// Runs the build and delivers the image. Returns the store path, the
+/// sums of the `.img.zst` and of the raw image, and the block map's sha256.
 fn build_and_deliver(
     sh: &Shell,
-    plan: &mut Plan,
+    plan: &Plan,
     build: xshell::Cmd<'_>,
     out_link: &Path,
     decompress: bool,
@@ -188,10 +184,6 @@ fn build_and_deliver(
     }
     let store = std::fs::read_link(out_link)
         .with_context(|| format!("nix build left no {}", out_link.display()))?;
-    if plan.ask {
-        let ssid = plan.host.wifi.clone().unwrap_or_default();
-        plan.passphrase = Some(wifi::prompt(&ssid)?);
-    }
     let (zsum, rsum, bmap_sum) = deliver(sh, plan, &store, decompress)?;
     Ok((store, zsum, rsum, bmap_sum))
 }
@@ -247,33 +239,14 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         }
     }
 
-    // Wi-Fi: the password must be at hand (a file, or a terminal to ask on
-    // once the build succeeded) before a long build starts.
-    let mut passphrase = None;
-    let mut ask = false;
-    if let Some(ssid) = &host.wifi {
-        let why = if host.model.wifi_only() {
-            format!(
-                "a {} has no Ethernet: without Wi-Fi it is unreachable",
-                host.model
-            )
-        } else {
-            "without it the Pi only comes up on Ethernet".to_string()
-        };
-        match &args.wifi_secrets {
-            Some(file) => match wifi::read_passphrase_file(file) {
-                Ok(p) => passphrase = Some(p),
-                Err(e) => refusals.push(format!("{e:#}")),
-            },
-            None if wifi::can_prompt() || args.plan => ask = true,
-            None => refusals.push(format!(
-                "host `{}` needs the password of the Wi-Fi `{ssid}` ({why}), and there is no terminal to ask for it: pass --wifi-secrets FILE (a file holding only the password, mode 600)",
-                host.name
-            )),
-        }
-    } else if args.wifi_secrets.is_some() {
+    // Wi-Fi: the password is the host's age secret, decrypted on the Pi
+    // with the host key this card carries; without it the Pi has no Wi-Fi.
+    if let Some(p) = wifi::host_problem(root, &fleet, &host) {
+        refusals.push(p.to_string().replace("\n    fix: ", ": "));
+    }
+    if args.wifi_secrets.is_some() {
         refusals.push(format!(
-            "--wifi-secrets was given but host `{}` has no `wifi` in {INVENTORY}: add `wifi = \"<SSID>\"` to its entry, or drop the option",
+            "--wifi-secrets is gone: the Wi-Fi password is now an age secret of the host, which the card does not carry; run `cargo xtask wifi {}` (it asks for the password), commit secrets/, then run this again without the option",
             host.name
         ));
     }
@@ -297,9 +270,9 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
     if !exec::have("zstd") {
         refusals.push("zstd is not installed: `sudo apt-get install zstd`".to_string());
     }
-    if (host.wifi.is_some() || host_key.is_some()) && wifi::debugfs().is_none() {
+    if host_key.is_some() && debugfs::find().is_none() {
         refusals.push(
-            "debugfs (which writes the Wi-Fi secrets into the image) is not installed: `sudo apt-get install e2fsprogs`"
+            "debugfs (which writes the host key into the image) is not installed: `sudo apt-get install e2fsprogs`"
                 .to_string(),
         );
     }
@@ -376,8 +349,6 @@ fn preflight(sh: &Shell, root: &Path, args: &Args) -> Result<Plan> {
         info,
         build_host,
         git: status,
-        passphrase,
-        ask,
         host_key,
     })
 }
@@ -389,7 +360,7 @@ fn aarch64_ready() -> Result<()> {
     crate::binfmt::ensure_ready(false)
 }
 
-/// Copies (and, for Wi-Fi hosts, completes) the built image into place.
+/// Copies (and, for hosts with an identity, completes) the built image into place.
 /// Returns the sums of the `.img.zst` and of the raw image, and the sha256
 /// of the block map written beside them.
 fn deliver(
@@ -407,8 +378,7 @@ fn deliver(
     }
     let keep_raw = decompress.then_some(raw_tmp.as_path());
 
-    let finish = plan.passphrase.is_some() || plan.host_key.is_some();
-    let (zsum, rsum) = match finish {
+    let (zsum, rsum) = match plan.host_key.is_some() {
         false if compressed => {
             // The raw image, for the block map and the frames.
             let rsum = stream::zstd(&["-d", "-c"], &src, Some(&raw_tmp))?;
@@ -436,15 +406,6 @@ fn deliver(
             }
             let root = mbr::root_partition(&first)
                 .with_context(|| format!("{} is not a NixOS SD image", src.display()))?;
-            if let Some(passphrase) = &plan.passphrase {
-                eprintln!(
-                    "writing the Wi-Fi secrets into partition {} at {} ({}, root 0600)",
-                    root.number,
-                    root.offset(),
-                    wifi::SECRETS_FILE
-                );
-                wifi::inject(sh, &raw_tmp, root.offset(), passphrase)?;
-            }
             if let Some((key, public)) = &plan.host_key {
                 eprintln!(
                     "writing the host key into partition {} ({}, root 0600)",

@@ -1,7 +1,6 @@
 //! `cargo xtask secret set|show|list|rm|rekey`: age-encrypted secrets in
 //! `secrets/` (see `secrets.rs`), encrypted in-process with the `age` crate.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -110,10 +109,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 return Ok(());
             }
             let value = read_value(&name)?;
-            encrypt_to(root, &name, &recipients, &value)?;
+            secrets::encrypt_to(root, &name, &recipients, &value)?;
             let mut entries = secrets::read(root)?;
             entries.insert(name.clone(), entry);
-            write_entries(root, &entries)?;
+            secrets::write_entries(root, &entries)?;
             println!(
                 "wrote {} for {}; commit it with {}",
                 secrets::age_path(&name),
@@ -169,7 +168,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 return Ok(());
             }
             let _ = std::fs::remove_file(&file);
-            write_entries(root, &entries)?;
+            secrets::write_entries(root, &entries)?;
             println!(
                 "removed `{name}`; Git history still holds the old file: rotate the value where it is used if that matters"
             );
@@ -184,12 +183,6 @@ fn who(r: &[secrets::Recipient]) -> String {
         .map(|r| r.who.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn write_entries(root: &Path, entries: &BTreeMap<String, Entry>) -> Result<()> {
-    std::fs::create_dir_all(root.join(secrets::DIR))?;
-    std::fs::write(root.join(secrets::FILE), secrets::render(entries))
-        .with_context(|| format!("cannot write {}", secrets::FILE))
 }
 
 /// The value from a hidden prompt (asked twice) or stdin; never empty.
@@ -216,35 +209,6 @@ fn read_value(name: &str) -> Result<Vec<u8>> {
         bail!("the value of `{name}` is empty; nothing was written");
     }
     Ok(value)
-}
-
-/// Encrypts `value` to `recipients` into `secrets/<name>.age` (temp, rename).
-fn encrypt_to(
-    root: &Path,
-    name: &str,
-    recipients: &[secrets::Recipient],
-    value: &[u8],
-) -> Result<()> {
-    let parsed: Vec<age::ssh::Recipient> = recipients
-        .iter()
-        .map(|r| {
-            r.line
-                .parse::<age::ssh::Recipient>()
-                .map_err(|e| anyhow::anyhow!("{}: age cannot use this key: {e:?}", r.who))
-        })
-        .collect::<Result<_>>()?;
-    let encryptor =
-        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-            .context("cannot encrypt")?;
-    let mut out = Vec::new();
-    let mut w = encryptor.wrap_output(&mut out)?;
-    w.write_all(value)?;
-    w.finish()?;
-    std::fs::create_dir_all(root.join(secrets::DIR))?;
-    let path = root.join(secrets::age_path(name));
-    let tmp = path.with_extension("age.partial");
-    std::fs::write(&tmp, &out).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The admin's private key: `--identity`, else ~/.ssh/id_ed25519 or id_rsa.
@@ -338,7 +302,7 @@ fn rekey(root: &Path, fleet: &Fleet, key: Option<&Path>, dry_run: bool) -> Resul
             continue;
         }
         let value = decrypt(root, name, key)?;
-        encrypt_to(root, name, &recipients, &value)?;
+        secrets::encrypt_to(root, name, &recipients, &value)?;
         println!("re-encrypted {path} to: {}", who(&recipients));
         done += 1;
     }

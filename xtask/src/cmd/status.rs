@@ -1,6 +1,8 @@
 //! `cargo xtask status`: every host's state, in parallel: reachable, NixOS
 //! version, generation and its date, running system versus what the Git
-//! tree builds, failed units, containers, uptime, the SD image built for it.
+//! tree builds, failed units, containers, uptime, the SD image built for it,
+//! whether its firmware partition holds what the running system's firmware
+//! folder holds (and the releases it carries, see `firmware.rs`).
 //!
 //! In sync / outdated / drifted / unknown, from three store paths: the one
 //! the current tree builds (`nix eval`, no build), the one running
@@ -20,7 +22,8 @@
 //! Exit code, for scripts: 0 every host reachable, NixOS, in sync and
 //! booting what it runs; 2 a host unreachable or its definition invalid;
 //! 3 every host reachable but one not in sync (outdated, drifted, unknown,
-//! next boot differs, not NixOS); 1 status itself failed.
+//! next boot differs, not NixOS, firmware partition differs); 1 status
+//! itself failed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +34,7 @@ use serde::Serialize;
 
 use crate::deploy::remote::{self, Facts};
 use crate::deploy::{self, date, human_duration};
+use crate::firmware::{self, Firmware};
 use crate::health::{self, Health};
 use crate::image::{self, info::ImageInfo};
 use crate::inventory::{Fleet, Host};
@@ -88,6 +92,10 @@ pub struct Status {
     /// The host key it presents: matches git | differs from git | not in
     /// git (first contact asks) | unchecked (unreachable before the check).
     pub host_key: Option<String>,
+    /// The FAT firmware partition against the running system's firmware
+    /// folder (matches | differs | not managed | unknown) and the releases
+    /// it carries.
+    pub firmware: Option<Firmware>,
 }
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
@@ -206,6 +214,7 @@ pub fn exit_code(rows: &[Status], no_eval: bool) -> i32 {
         s.nixos != Some(true)
             || s.next_boot_differs == Some(true)
             || (!no_eval && s.sync.as_deref() != Some("in sync"))
+            || s.firmware.as_ref().is_some_and(|f| f.state == "differs")
     };
     if rows.iter().any(behind) {
         return EXIT_NOT_IN_SYNC;
@@ -237,6 +246,7 @@ fn empty(host: String, state: &str) -> Status {
         sd_image: None,
         health: None,
         host_key: None,
+        firmware: None,
     }
 }
 
@@ -277,7 +287,7 @@ fn declared_names(root: &Path, h: &Host) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<(Facts, Health)> {
+fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Probed> {
     let t = Target::of(h);
     let declared = declared_names(root, h)?;
     let limit = Duration::from_secs(ssh.connect_timeout + 10);
@@ -310,21 +320,29 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<(Facts, Health)> {
     anyhow::bail!("{}", ssh.failure_message(&failure, &t, &err))
 }
 
-/// The deploy probe with the health lines before it (one SSH call).
+/// The deploy probe with the health and firmware lines before it (one SSH
+/// call).
 fn probe_script() -> String {
-    format!("{}{}", health::SCRIPT, remote::PROBE)
+    format!("{}{}{}", health::SCRIPT, firmware::SCRIPT, remote::PROBE)
 }
 
-fn parse_probe(stdout: &[u8]) -> (Facts, Health) {
+/// What one probe tells.
+type Probed = (Facts, Health, Option<Firmware>);
+
+fn parse_probe(stdout: &[u8]) -> Probed {
     let text = String::from_utf8_lossy(stdout);
-    (remote::parse_probe(&text), health::parse(&text))
+    (
+        remote::parse_probe(&text),
+        health::parse(&text),
+        firmware::parse(&text),
+    )
 }
 
 fn status(
     root: &Path,
     h: &Host,
     git_keyed: bool,
-    f: Result<(Facts, Health)>,
+    f: Result<Probed>,
     expected: Option<String>,
     eval_error: Option<&str>,
 ) -> Status {
@@ -335,8 +353,9 @@ fn status(
     s.expected = expected.clone();
     s.host_key = Some(host_key(git_keyed, &f).into());
     let f = match f {
-        Ok((f, health)) => {
+        Ok((f, health, fw)) => {
             s.health = Some(health);
+            s.firmware = fw;
             f
         }
         Err(e) => {
@@ -438,7 +457,7 @@ fn print(rows: &[Status]) {
         Some("not in git") => "tofu".to_string(),
         _ => "-".to_string(),
     };
-    let table: Vec<[String; 10]> = rows
+    let table: Vec<[String; 11]> = rows
         .iter()
         .map(|s| {
             if !s.reachable {
@@ -453,6 +472,7 @@ fn print(rows: &[Status]) {
                     "-".into(),
                     image(s),
                     key(s),
+                    "-".into(),
                 ];
             }
             let mut git = opt(s.sync.clone());
@@ -480,6 +500,7 @@ fn print(rows: &[Status]) {
                     .unwrap_or_else(|| "?".into()),
                 image(s),
                 key(s),
+                firmware::column(s.firmware.as_ref()),
             ]
         })
         .collect();
@@ -495,6 +516,7 @@ fn print(rows: &[Status]) {
             "UPTIME",
             "SD IMAGE",
             "HOST KEY",
+            "FIRMWARE",
         ],
         &table,
     );
@@ -520,6 +542,9 @@ fn print(rows: &[Status]) {
         }
         if let Some(f) = s.failed_units.as_ref().filter(|f| !f.is_empty()) {
             println!("{}: failed units: {}", s.host, f.join(", "));
+        }
+        if let Some(n) = s.firmware.as_ref().and_then(|f| firmware::note(&s.host, f)) {
+            println!("{n}");
         }
     }
 }
@@ -642,5 +667,12 @@ mod tests {
         let mut other = up("in sync", false);
         other.nixos = Some(false);
         assert_eq!(exit_code(&[other], true), EXIT_NOT_IN_SYNC);
+        let mut fw = up("in sync", false);
+        fw.firmware =
+            firmware::parse("firmware_rc=1\nfirmware_differs=config.txt\nfirmware_files=9\n");
+        assert_eq!(exit_code(&[fw], false), EXIT_NOT_IN_SYNC);
+        let mut unmanaged = up("in sync", false);
+        unmanaged.firmware = firmware::parse("firmware_rc=none\n");
+        assert_eq!(exit_code(&[unmanaged], false), 0);
     }
 }

@@ -1,8 +1,7 @@
 //! A host's identity on its card: `cargo xtask sd` writes the private SSH
 //! host key made on the workstation (`identity.rs`) into the root partition
-//! of that host's image, with debugfs like the Wi-Fi secrets (no mount, no
-//! root needed): `/etc/ssh/ssh_host_ed25519_key`, root:root 0600, and its
-//! `.pub` (0644). NixOS's sshd finds the key there on the first boot and
+//! of that host's image, with debugfs (no mount, no root needed):
+//! `/etc/ssh/ssh_host_ed25519_key`, root:root 0600, and its `.pub` (0644). NixOS's sshd finds the key there on the first boot and
 //! does not make another one. The image file is 0600 like every image.
 
 use std::path::Path;
@@ -10,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use super::{stream, wifi};
+use super::{debugfs, stream};
 use crate::{exec, identity};
 
 /// debugfs commands that create `dest` (absolute, in the image) from
@@ -41,15 +40,15 @@ pub fn put_script(source: &Path, dest: &str, mode: u32) -> String {
 /// into the ext4 filesystem at `offset` in `image`, then reads both back
 /// (owner, mode, size).
 pub fn inject(sh: &Shell, image: &Path, offset: u64, key: &Path, public: &str) -> Result<()> {
-    let debugfs =
-        wifi::debugfs().context("debugfs is not installed: `sudo apt-get install e2fsprogs`")?;
+    let tool =
+        debugfs::find().context("debugfs is not installed: `sudo apt-get install e2fsprogs`")?;
     let private = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
     let pub_tmp = stream::partial(&image.with_file_name("host-key.pub"));
     std::fs::write(&pub_tmp, public)?;
     let pub_dest = format!("{}.pub", identity::ON_PI);
     let script = put_script(key, identity::ON_PI, 0o600) + &put_script(&pub_tmp, &pub_dest, 0o644);
     let fs = format!("{}?offset={offset}", image.display());
-    let out = exec::output_any(cmd!(sh, "{debugfs} -w -f - {fs}").stdin(&script));
+    let out = exec::output_any(cmd!(sh, "{tool} -w -f - {fs}").stdin(&script));
     let _ = std::fs::remove_file(&pub_tmp);
     let out = out.context("cannot run debugfs: `sudo apt-get install e2fsprogs`")?;
     if !out.status.success() {
@@ -64,11 +63,11 @@ pub fn inject(sh: &Shell, image: &Path, offset: u64, key: &Path, public: &str) -
         (pub_dest, 0o644, public.len() as u64),
     ] {
         let stat = exec::read(
-            cmd!(sh, "{debugfs} -R")
+            cmd!(sh, "{tool} -R")
                 .arg(format!("stat {}", dest.trim_start_matches('/')))
                 .arg(&fs),
         )?;
-        let found = wifi::parse_stat(&stat);
+        let found = debugfs::parse_stat(&stat);
         if found != Some((mode, 0, 0, size)) {
             bail!(
                 "{dest} in {} is not as written (mode, uid, gid, size = {found:?}); the image is not usable: run `cargo xtask sd` again",

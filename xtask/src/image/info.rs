@@ -27,8 +27,6 @@ pub struct ImageInfo {
     pub built: String,
     /// The Nix store path of the built image.
     pub store_path: String,
-    /// The SSID whose password was written into the image, if any.
-    pub wifi: Option<String>,
     /// sha256 of the block map `<host>.bmap` made beside the image (absent
     /// in records of older images), so `flash` refuses another map up front.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +151,6 @@ mod tests {
             raw_size: 0,
             built: String::new(),
             store_path: String::new(),
-            wifi: None,
             bmap_sha256: None,
         };
         assert_eq!(info.short_commit(), "0123456+dirty");

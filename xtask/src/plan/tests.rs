@@ -132,10 +132,18 @@ fn refuses_an_emulated_kernel_only() {
                 .refusal("x")
                 .is_none()
         );
+        let native = plan(text, None, "x86_64", "x86_64-linux");
+        assert!(native.refusal("x").is_none());
         assert!(
-            plan(text, None, "x86_64", "x86_64-linux")
-                .refusal("x")
-                .is_none()
+            native
+                .render()
+                .contains("build linux-6.18.0  (native x86_64)  HEAVY: a Linux kernel"),
+            "{}",
+            native.render()
+        );
+        assert!(
+            p.render()
+                .contains("build linux-6.18.0  (under QEMU)  HEAVY")
         );
         assert!(
             plan(text, Some("pi@arm"), "x86_64", "aarch64-linux")

@@ -189,6 +189,13 @@ pub struct Spec {
     pub keys: Option<Vec<String>>,
     /// The toplevel's system (None: x86_64-linux, this machine)
     pub system: Option<String>,
+    /// A firmware set, `firmware/<name>/` in the fixture repository: the
+    /// system then links it as `pi-firmware` with `pi-firmware-sync`
+    /// (modules/hardware/firmware-sync.sh, which the repository must hold,
+    /// on the Pi's `/var/lib/fakepi/firmware.img`), and its
+    /// switch-to-configuration syncs it for `switch` and `boot`, as the
+    /// NixOS module's boot loader installer does.
+    pub firmware: Option<String>,
 }
 
 impl Spec {
@@ -199,11 +206,17 @@ impl Spec {
             sshd: true,
             keys: None,
             system: None,
+            firmware: None,
         }
     }
 
     pub fn mode(mut self, m: &str) -> Spec {
         self.mode = m.into();
+        self
+    }
+
+    pub fn firmware(mut self, name: &str) -> Spec {
+        self.firmware = Some(name.into());
         self
     }
 
@@ -217,11 +230,15 @@ impl Spec {
             ),
         };
         format!(
-            "# fake Pi settings, read by the fixture flake\n{{\n  version = {};\n  mode = {};\n  sshd = {};\n  keys = {keys};\n  system = {};\n}}\n",
+            "# fake Pi settings, read by the fixture flake\n{{\n  version = {};\n  mode = {};\n  sshd = {};\n  keys = {keys};\n  system = {};\n  firmware = {};\n}}\n",
             s(&self.version),
             s(&self.mode),
             self.sshd,
             self.system
+                .as_deref()
+                .map(s)
+                .unwrap_or_else(|| "null".into()),
+            self.firmware
                 .as_deref()
                 .map(s)
                 .unwrap_or_else(|| "null".into())
@@ -243,6 +260,7 @@ pub const FLAKE: &str = r##"{
         let
           s = import (./hosts + "/${h.name}/default.nix");
           system = if s.system == null then "x86_64-linux" else s.system;
+          fw = s.firmware or null;
           etc = derivation {
             name = "etc-${h.name}-${s.version}";
             inherit system;
@@ -255,6 +273,8 @@ pub const FLAKE: &str = r##"{
             inherit system etc;
             inherit (s) version mode;
             host = h.name;
+            firmware = if fw == null then "" else builtins.path { path = ./firmware + "/${fw}"; name = "pi-firmware-${fw}"; };
+            sync = if fw == null then "" else builtins.path { path = ./modules/hardware/firmware-sync.sh; name = "firmware-sync.sh"; };
             builder = "/bin/sh";
             args = [ "-c" ''
               set -e
@@ -263,11 +283,20 @@ pub const FLAKE: &str = r##"{
               echo "26.05.fake-$version" > $out/nixos-version
               echo "$system" > $out/system
               ln -s $etc $out/etc
+              if [ -n "$firmware" ]; then
+                ln -s $firmware $out/pi-firmware
+                printf '#!/bin/sh\nexec bash %s --device /var/lib/fakepi/firmware.img "$@"\n' $sync > $out/pi-firmware-sync
+                chmod +x $out/pi-firmware-sync
+              fi
               cat > $out/bin/switch-to-configuration <<EOF
               #!/bin/sh
               # fake switch-to-configuration: $host, version $version, mode $mode
               mkdir -p /var/lib/fakepi
               echo "\$1 $out" >> /var/lib/fakepi/activations
+              # The boot loader's installer, with the firmware partition.
+              if [ -e $out/pi-firmware-sync ] && { [ "\$1" = switch ] || [ "\$1" = boot ]; }; then
+                $out/pi-firmware-sync $out/pi-firmware || exit 1
+              fi
               [ "\$1" = boot ] && exit 0
               # Without systemd sshd runs alone; stopping it ends only the listener.
               start_sshd() {

@@ -149,6 +149,25 @@ pub fn fixture_fleet() -> tempfile::TempDir {
     dir
 }
 
+/// The Wi-Fi password the fixtures give their Wi-Fi hosts.
+pub const WIFI_PASSWORD: &str = "correct horse battery staple";
+
+/// Gives the fixture fleet's Wi-Fi host (`rpi-zero-01`) an identity and its
+/// Wi-Fi password as the age secret `wifi-rpi-zero-01`, as a user does
+/// (`identity`, then `wifi` with the password on stdin), so that `check`
+/// has nothing to say about it. Needs ssh-keygen.
+pub fn give_wifi_password(root: &Path) {
+    xtask(root)
+        .args(["identity", "rpi-zero-01"])
+        .assert()
+        .success();
+    xtask(root)
+        .args(["wifi", "rpi-zero-01"])
+        .write_stdin(format!("{WIFI_PASSWORD}\n"))
+        .assert()
+        .success();
+}
+
 /// Recursive copy of a file or folder.
 pub fn copy(from: &Path, to: &Path) {
     if from.is_dir() {
