@@ -29,10 +29,19 @@ let
         dns = h.dns or [ ];
       };
 
+  # The system around the SD card layout (modules/hardware/sd-card.nix):
+  # "lean" (the default) or "generic", nixpkgs' own aarch64 SD image module.
+  profiles = [
+    "lean"
+    "generic"
+  ];
+
   host =
     h:
     if !(builtins.elem (h.model or null) models) then
       throw "hosts/fleet.toml: host `${h.name or "?"}` needs a model of pi3, pi4 or zero2w; run `cargo xtask check`"
+    else if !(builtins.elem (h.profile or "lean") profiles) then
+      throw "hosts/fleet.toml: host `${h.name or "?"}` has a profile other than lean or generic; run `cargo xtask check`"
     else
       let
         static_ipv4 = static h;
@@ -46,6 +55,7 @@ let
         tags = h.tags or [ ];
         build_host = h.build_host or null;
         wifi = h.wifi or null;
+        profile = h.profile or "lean";
       };
 
   keysFile = root + "/keys/authorized_keys";

@@ -68,6 +68,10 @@ in
       message = "hosts/${host.name}/compose/${name} has no compose.yaml: add it (or rename compose.yml / docker-compose.yml), or remove the folder";
     }) names;
 
+  # Compose projects need Docker (modules/docker.nix); a host without any
+  # project or container has none.
+  virtualisation.docker.enable = lib.mkIf (names != [ ]) true;
+
   systemd.services = lib.listToAttrs (
     map (name: lib.nameValuePair "compose-${name}" (service name)) (lib.filter validName names)
   );

@@ -32,6 +32,9 @@ in
       }) (c.secrets or [ ])
     ) declared;
 
+  # Containers need Docker (modules/docker.nix); a host without any has none.
+  virtualisation.docker.enable = lib.mkIf (declared != [ ]) true;
+
   virtualisation.oci-containers.containers = builtins.listToAttrs (
     map (c: {
       inherit (c) name;

@@ -35,10 +35,11 @@ in
         message = "host `${host.name}` joins Wi-Fi, but hosts/fleet.toml has no valid Wi-Fi country: add `[fleet]` with `wifi_country = \"GB\"` (your country's ISO 3166-1 alpha-2 code); `cargo xtask check` shows where";
       }
       {
-        # The brcmfmac firmware of the Pi 3, Pi 4 and Zero 2 W comes with it
-        # (nixpkgs turns it on for SD images: see hardware/sd-card.nix).
-        assertion = config.hardware.enableRedistributableFirmware;
-        message = "host `${host.name}` joins Wi-Fi, but hardware.enableRedistributableFirmware is off, so its Wi-Fi chip has no firmware: remove the setting that turns it off";
+        # The brcmfmac firmware of the Pi 3, Pi 4 and Zero 2 W: on its own
+        # (lean profile) or with all of linux-firmware (generic profile);
+        # see hardware/sd-card.nix.
+        assertion = config.pi-nixos.wifiFirmware || config.hardware.enableRedistributableFirmware;
+        message = "host `${host.name}` joins Wi-Fi, but neither pi-nixos.wifiFirmware nor hardware.enableRedistributableFirmware is on, so its Wi-Fi chip has no firmware: remove the setting that turns it off";
       }
       {
         assertion = reads;

@@ -15,10 +15,18 @@ let
 in
 {
   config = {
-    assertions = map (p: {
-      assertion = false;
-      message = "${configTxt.file}: ${p.message}: ${p.fix}";
-    }) configTxt.problems;
+    assertions =
+      map (p: {
+        assertion = false;
+        message = "${configTxt.file}: ${p.message}: ${p.fix}";
+      }) configTxt.problems
+      ++ [
+        {
+          # A generic host's FIRMWARE partition is nixpkgs' (documentation/boot.md).
+          assertion = configTxt.deviceTree != "firmware" || host.profile != "generic";
+          message = "${configTxt.file}: `device_tree = \"firmware\"` needs the lean profile, whose FIRMWARE partition carries this config.txt: remove `profile = \"generic\"` from host `${host.name}` in hosts/fleet.toml, or the device_tree line";
+        }
+      ];
 
     system.build.piConfigTxt = pkgs.writeText "config.txt" configTxt.text;
     # Overlays config.txt loads: the firmware reads overlays/<name>.dtbo from

@@ -1,33 +1,47 @@
 # What every Pi model shares: aarch64, the NixOS SD card layout (firmware ->
 # U-Boot -> extlinux; MBR with a FAT `FIRMWARE` partition and an ext4
 # `NIXOS_SD` root that grows to the card on first boot). Imported by
-# hardware/<model>.nix.
+# hardware/<model>.nix. The host's `profile` in hosts/fleet.toml chooses the
+# system around it (documentation/boot.md):
+#   lean     (default) lean.nix: nixpkgs' sd-image.nix with only what the
+#            fleet's Pis use
+#   generic  generic.nix: nixpkgs' sd-image-aarch64.nix as it is, the way
+#            back if the lean system does not boot on some board revision
 {
+  config,
   lib,
-  modulesPath,
+  pkgs,
   host,
   ...
 }:
 {
   imports = [
-    "${modulesPath}/installer/sd-card/sd-image-aarch64.nix"
+    (if host.profile == "generic" then ./generic.nix else ./lean.nix)
     ./sd-image-native.nix # system.build.sdImageNative: the card assembled with x86_64 tools
   ];
 
-  # Built natively for aarch64 (under QEMU on an x86_64 workstation, or on a
-  # build host), so everything but the host's own files comes from the cache.
-  nixpkgs.hostPlatform = "aarch64-linux";
+  options.pi-nixos.wifiFirmware = lib.mkOption {
+    type = lib.types.bool;
+    default = true;
+    description = ''
+      Install the Wi-Fi and Bluetooth firmware of the Pi 3, Pi 4 and
+      Zero 2 W (nixpkgs' raspberrypiWirelessFirmware: brcmfmac and the
+      Bluetooth patch files) and nothing else of linux-firmware. The
+      generic profile turns it off: it gets the same files with all of
+      linux-firmware (hardware.enableRedistributableFirmware).
+    '';
+  };
 
-  # The image is named after the host: result/sd-image/<host>.img.zst.
-  image.baseName = lib.mkDefault host.name;
-  sdImage.compressImage = lib.mkDefault true;
+  config = {
+    # Built natively for aarch64 (under QEMU on an x86_64 workstation, or on
+    # a build host), so everything but the host's own files comes from the
+    # cache.
+    nixpkgs.hostPlatform = "aarch64-linux";
 
-  # Wi-Fi and Bluetooth firmware (brcmfmac) of the Pi 3, Pi 4 and Zero 2 W:
-  # hardware.enableRedistributableFirmware is already true here, set by
-  # nixpkgs (sd-image-aarch64.nix imports sd-image.nix, which sets
-  # hardware.enableAllHardware = true; hardware/all-hardware.nix then sets
-  # enableRedistributableFirmware = true, and all-firmware.nix adds
-  # raspberrypiWirelessFirmware on aarch64). Turning it off takes
-  # `hardware.enableRedistributableFirmware = lib.mkForce false;` and leaves
-  # the Pi without Wi-Fi (modules/wifi.nix refuses that for Wi-Fi hosts).
+    # The image is named after the host: result/sd-image/<host>.img.zst.
+    image.baseName = lib.mkDefault host.name;
+    sdImage.compressImage = lib.mkDefault true;
+
+    hardware.firmware = lib.mkIf config.pi-nixos.wifiFirmware [ pkgs.raspberrypiWirelessFirmware ];
+  };
 }

@@ -16,6 +16,10 @@ lib.mkIf (server != null) {
     enable = lib.mkDefault true;
     settings.Upload = {
       URL = "http://${server.address}:${toString monitoring.journalRemotePort}";
+      # `-`: no client key and certificate, no server certificate check
+      # (systemd's journal-upload.c skips them for "-"; plain HTTP). Set
+      # explicitly: some nixpkgs versions give the key and the timeout no
+      # default.
       ServerKeyFile = "-";
       ServerCertificateFile = "-";
       TrustedCertificateFile = "-";

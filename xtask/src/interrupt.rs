@@ -52,7 +52,7 @@ pub fn on_exit(key: &str, cleanup: impl FnOnce() + Send + 'static) {
                         cleanup();
                     }
                     eprintln!(
-                        "interrupted (signal {sig}): SSH master connections closed, temporary files removed; a host being activated finishes or rolls back by itself (`cargo xtask status`)"
+                        "interrupted (signal {sig}): SSH sessions stopped, this run's master connections closed, temporary files removed; a host being activated finishes or rolls back by itself (`cargo xtask status`)"
                     );
                     std::process::exit(128 + sig);
                 }

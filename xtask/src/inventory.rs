@@ -28,6 +28,7 @@ pub const HOST_KEYS: &[&str] = &[
     "wifi",
     "gateway",
     "dns",
+    "profile",
 ];
 /// The keys the `[fleet]` table (settings of the whole fleet) may have.
 pub const FLEET_KEYS: &[&str] = &["wifi_country", "cache", "cache_key", "monitoring"];
@@ -74,6 +75,40 @@ impl fmt::Display for Model {
     }
 }
 
+/// The system a host runs around the SD card layout
+/// (modules/hardware/sd-card.nix, documentation/boot.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// nixpkgs' sd-image.nix with only what the fleet's Pis use, and a
+    /// FIRMWARE partition the repository owns.
+    #[default]
+    Lean,
+    /// nixpkgs' sd-image-aarch64.nix as it is: the way back.
+    Generic,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 2] = [Profile::Lean, Profile::Generic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Lean => "lean",
+            Profile::Generic => "generic",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Host {
     pub name: String,
@@ -85,6 +120,8 @@ pub struct Host {
     pub build_host: Option<String>,
     /// SSID of the Wi-Fi network the host joins (its PSK is never in the repo).
     pub wifi: Option<String>,
+    /// `lean` (default) or `generic`.
+    pub profile: Profile,
     /// The address the Pi sets itself (`address = "a.b.c.d/len"` with
     /// `gateway` and `dns`); `None`: it asks DHCP. `address` above is then
     /// this address without its prefix length.
@@ -703,6 +740,7 @@ fn parse_host(
     let build_host = string("build_host", false);
     let wifi = string("wifi", false);
     let gateway = string("gateway", false);
+    let profile = string("profile", false);
 
     let mut ok = true;
     let label = name
@@ -743,6 +781,22 @@ fn parse_host(
             }
         },
         None => None,
+    };
+    let parsed_profile = match &profile {
+        None => Some(Profile::default()),
+        Some((p, l)) => match Profile::parse(p) {
+            Some(p) => Some(p),
+            None => {
+                problems.push(Problem::new(
+                    f,
+                    *l,
+                    format!("host `{label}`: unknown profile `{p}`"),
+                    "use `lean` (the default: only what the fleet's Pis use) or `generic` (nixpkgs' own SD image module, the way back; documentation/boot.md)",
+                ));
+                ok = false;
+                None
+            }
+        },
     };
     let dns = string_list(text, get("dns"), &label, "dns", problems);
     let mut static_ipv4 = None;
@@ -904,6 +958,7 @@ fn parse_host(
         tags,
         build_host: build_host.map(|b| b.0),
         wifi: wifi.map(|w| w.0),
+        profile: parsed_profile?,
         static_ipv4,
         line: header,
     })
@@ -1410,6 +1465,36 @@ wifi = "home"
 
     fn host(extra: &str) -> String {
         format!("[[host]]\nname = \"a\"\nmodel = \"pi4\"\n{extra}")
+    }
+
+    #[test]
+    fn profile_defaults_to_lean_and_may_be_generic() {
+        let (hosts, p) = parse_inventory(GOOD);
+        assert!(p.is_empty(), "{p:#?}");
+        assert!(hosts.iter().all(|h| h.profile == Profile::Lean));
+        let (hosts, p) = parse_inventory(&host("address = \"a.local\"\nprofile = \"generic\"\n"));
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(hosts[0].profile, Profile::Generic);
+        let (hosts, _) = parse_inventory(&host("address = \"a.local\"\nprofile = \"lean\"\n"));
+        assert_eq!(hosts[0].profile, Profile::Lean);
+        // Nix sees the same field (lib/inventory.nix writes "lean" by default).
+        let json = serde_json::to_value(&hosts[0]).unwrap();
+        assert_eq!(json["profile"], "lean");
+    }
+
+    #[test]
+    fn unknown_profile_has_its_line_and_the_choices() {
+        let p = one(&host("address = \"a.local\"\nprofile = \"minimal\"\n"));
+        assert_eq!((p.file.as_str(), p.line), (INVENTORY, 5));
+        assert_eq!(p.message, "host `a`: unknown profile `minimal`");
+        assert!(p.fix.starts_with("use `lean` (the default"), "{p}");
+        assert!(p.fix.contains("`generic`"), "{p}");
+        let p = one(&host("address = \"a.local\"\nprofile = 1\n"));
+        assert_eq!(p.line, 5);
+        assert_eq!(p.message, "`profile` must be a string, not integer");
+        let p = one(&host("address = \"a.local\"\nprofil = \"generic\"\n"));
+        assert_eq!(p.message, "unknown key `profil`");
+        assert!(p.fix.starts_with("did you mean `profile`?"), "{p}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the fleet's command line. This file only parses and
 //! dispatches; each subcommand lives in `cmd/<name>.rs`.
 
+mod bench_harness;
 mod binfmt;
 mod brokenpipe;
 mod capture;

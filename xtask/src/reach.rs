@@ -51,17 +51,6 @@ pub fn connect_all(ssh: &Ssh, hosts: &[Host]) -> Vec<Result<(), String>> {
     .collect()
 }
 
-/// `ssh://user@address:port`: a destination that carries the port, for
-/// [`Ssh::plain_command`] (the same options, the same master connection).
-pub fn uri(t: &Target) -> String {
-    let addr = if t.address.contains(':') {
-        format!("[{}]", t.address)
-    } else {
-        t.address.clone()
-    };
-    format!("ssh://{}@{addr}:{}", t.user, t.port)
-}
-
 /// The remote command line for words typed after `--`: each word is
 /// single-quoted (`ssh::quote`) and the words are joined with spaces, so
 /// the SSH user's login shell on the Pi splits them back into exactly the
@@ -126,21 +115,5 @@ mod tests {
             remote_line(&w(&["printf", "%s\\n", "$HOME", "x;y", "it's", ""])),
             r"printf '%s\n' '$HOME' 'x;y' 'it'\''s' ''"
         );
-    }
-
-    #[test]
-    fn uris_carry_the_port() {
-        let t = Target {
-            name: "a".into(),
-            user: "root".into(),
-            address: "127.0.0.1".into(),
-            port: 2222,
-        };
-        assert_eq!(uri(&t), "ssh://root@127.0.0.1:2222");
-        let t6 = Target {
-            address: "::1".into(),
-            ..t
-        };
-        assert_eq!(uri(&t6), "ssh://root@[::1]:2222");
     }
 }

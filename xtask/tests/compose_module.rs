@@ -17,6 +17,7 @@ let
     nameValuePair = name: value: { inherit name value; };
     filterAttrs = pred: set: builtins.listToAttrs (builtins.concatMap (n: if pred n set.${n} then [ { name = n; value = set.${n}; } ] else [ ]) (builtins.attrNames set));
     mkDefault = v: v;
+    mkIf = condition: content: { inherit condition content; };
   };
   pkgs.docker-compose = "/nix/store/00000000000000000000000000000000-docker-compose";
   m = import MODULE { inherit lib pkgs; host = { name = "pi"; }; };
@@ -24,6 +25,7 @@ in
 {
   units = builtins.mapAttrs (n: u: u // { restartTriggers = map toString u.restartTriggers; serviceConfig = u.serviceConfig // { WorkingDirectory = toString u.serviceConfig.WorkingDirectory; }; }) m.systemd.services;
   failed = map (a: a.message) (builtins.filter (a: !a.assertion) m.assertions);
+  docker = m.virtualisation.docker.enable;
 }
 "#;
 
@@ -71,6 +73,11 @@ fn one_unit_per_project_restarted_when_its_files_change() {
     std::fs::write(web.join("nginx.conf"), "a\n").unwrap();
     let v = eval(repo.path());
     assert_eq!(v["failed"], serde_json::json!([]));
+    // Compose projects need Docker: the host asks for it.
+    assert_eq!(
+        v["docker"],
+        serde_json::json!({ "condition": true, "content": true })
+    );
     let unit = &v["units"]["compose-web"];
     let src = unit["serviceConfig"]["WorkingDirectory"]
         .as_str()
@@ -140,4 +147,23 @@ fn a_bad_project_folder_is_an_assertion_with_the_fix() {
         "{failed}"
     );
     assert!(v["units"].get("compose-Web").is_none());
+}
+
+#[test]
+fn a_host_without_projects_does_not_ask_for_docker() {
+    if !common::prerequisite(common::need_nix()) {
+        return;
+    }
+    let repo = tempfile::tempdir().unwrap();
+    common::copy(
+        &common::repo_root().join("modules"),
+        &repo.path().join("modules"),
+    );
+    // No compose folder at all, then an empty one: no unit, no Docker.
+    let v = eval(repo.path());
+    assert_eq!(v["units"], serde_json::json!({}));
+    assert_eq!(v["docker"]["condition"], false);
+    std::fs::create_dir_all(repo.path().join("hosts/pi/compose")).unwrap();
+    let v = eval(repo.path());
+    assert_eq!(v["docker"]["condition"], false);
 }

@@ -233,6 +233,8 @@ fn check(fleet: &Path) -> (bool, String) {
 #[test]
 fn check_refuses_a_bad_file_with_file_and_line() {
     let fleet = common::fixture_fleet();
+    // The fixture's Wi-Fi host needs its Wi-Fi secret for `check` to pass once the file is fixed.
+    common::give_wifi_password(fleet.path());
     std::fs::write(fleet.path().join("hosts/rpi-zero-01/config-txt.toml"), BAD).unwrap();
     let (ok, out) = check(fleet.path());
     assert!(!ok, "{out}");

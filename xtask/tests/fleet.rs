@@ -721,3 +721,63 @@ fn check_catches_flake_checks_that_miss_hosts() {
         "flake.nix: the flake's checks do not cover the fleet: checks.aarch64-linux: xtask has [\"rpi-box-01\",\"rpi-box-03\",\"rpi-zero-01\"], nix has [\"rpi-box-01\",\"rpi-zero-01\"]",
     ));
 }
+
+/// `profile` (lean by default, or generic: the way back) is read alike by
+/// Nix and the xtask; a Nix reader that drops it, and a value other than
+/// the two, are caught with the line.
+#[test]
+fn profile_is_read_alike_by_nix_and_the_xtask() {
+    let fleet = fixture_fleet();
+    let root = fleet.path();
+    let toml = fs::read_to_string(root.join("hosts/fleet.toml")).unwrap();
+    let generic = toml.replace(
+        "name = \"rpi-box-03\"\n",
+        "name = \"rpi-box-03\"\nprofile = \"generic\"\n",
+    );
+    assert_ne!(generic, toml);
+    fs::write(root.join("hosts/fleet.toml"), &generic).unwrap();
+    assert_eq!(list_host(root, "rpi-box-03")["profile"], "generic");
+    assert_eq!(list_host(root, "rpi-box-01")["profile"], "lean");
+    if !nix_ready() {
+        return;
+    }
+    common::give_wifi_password(root);
+    xtask(root)
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("✓ 3 host(s), no problems"));
+
+    let lib = fs::read_to_string(root.join("lib/inventory.nix")).unwrap();
+    fs::write(
+        root.join("lib/inventory.nix"),
+        lib.replace("profile = h.profile or \"lean\";", "profile = \"lean\";"),
+    )
+    .unwrap();
+    xtask(root)
+        .arg("check")
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(
+            "inventory.hosts.rpi-box-03.profile: xtask has \"generic\", nix has \"lean\"",
+        ));
+    fs::write(root.join("lib/inventory.nix"), lib).unwrap();
+
+    let line = generic
+        .lines()
+        .position(|l| l == "profile = \"generic\"")
+        .unwrap()
+        + 1;
+    fs::write(
+        root.join("hosts/fleet.toml"),
+        generic.replace("profile = \"generic\"", "profile = \"minimal\""),
+    )
+    .unwrap();
+    xtask(root)
+        .arg("check")
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(format!(
+            "hosts/fleet.toml:{line}: host `rpi-box-03`: unknown profile `minimal`"
+        )));
+}

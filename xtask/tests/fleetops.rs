@@ -330,20 +330,20 @@ fn logs_follow_survives_a_host_going_away() {
         }
     };
     for h in ["pi-a", "pi-b", "pi-c"] {
-        wait_for(&format!("old-{h}"), &out);
+        wait_for(&format!(": old-{h}\n"), &out);
     }
     for h in ["pi-a", "pi-b", "pi-c"] {
         log(&f, h, &format!("live-{h}"));
     }
     for h in ["pi-a", "pi-b", "pi-c"] {
-        wait_for(&format!("live-{h}"), &out);
+        wait_for(&format!(": live-{h}\n"), &out);
     }
     f.stop("pi-b");
     wait_for("pi-b: gone", &err);
     log(&f, "pi-a", "after-pi-a");
     log(&f, "pi-c", "after-pi-c");
-    wait_for("after-pi-a", &out);
-    wait_for("after-pi-c", &out);
+    wait_for(": after-pi-a\n", &out);
+    wait_for(": after-pi-c\n", &out);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

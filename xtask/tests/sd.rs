@@ -578,7 +578,10 @@ fn refuses_a_wifi_host_without_its_wifi_secret() {
     refused(
         root,
         &["rpi-zero-01"],
-        "hosts/fleet.toml:56: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but has no Wi-Fi secret (secrets/wifi-rpi-zero-01.age), so it would come up without Wi-Fi: `cargo xtask wifi rpi-zero-01` (asks for the password)",
+        &format!(
+            "hosts/fleet.toml:{}: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but has no Wi-Fi secret (secrets/wifi-rpi-zero-01.age), so it would come up without Wi-Fi: `cargo xtask wifi rpi-zero-01` (asks for the password)",
+            common::wifi_line(root)
+        ),
     );
     refused(
         root,

@@ -237,10 +237,11 @@ fn the_password_is_an_age_secret_only_its_host_and_the_admins_read() {
 fn check_says_when_a_wifi_host_cannot_read_its_password() {
     let Some(f) = Fixture::new() else { return };
     let root = f.root();
+    let wl = common::wifi_line(root);
     let out = f.check();
     assert!(
-        out.contains(
-            "hosts/fleet.toml:56: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but has no Wi-Fi secret (secrets/wifi-rpi-zero-01.age), so it would come up without Wi-Fi\n    fix: `cargo xtask wifi rpi-zero-01` (asks for the password), commit secrets/, then `cargo xtask deploy rpi-zero-01` (or write its card with `cargo xtask sd rpi-zero-01`)"
+        out.contains(&format!(
+            "hosts/fleet.toml:{wl}: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but has no Wi-Fi secret (secrets/wifi-rpi-zero-01.age), so it would come up without Wi-Fi\n    fix: `cargo xtask wifi rpi-zero-01` (asks for the password), commit secrets/, then `cargo xtask deploy rpi-zero-01` (or write its card with `cargo xtask sd rpi-zero-01`)"
         ),
         "{out}"
     );
@@ -253,8 +254,8 @@ fn check_says_when_a_wifi_host_cannot_read_its_password() {
     assert!(f.run(&["identity", "rpi-zero-01"], "").status.success());
     let out = f.check();
     assert!(
-        out.contains(
-            "hosts/fleet.toml:56: host `rpi-zero-01` cannot read its Wi-Fi password: secrets/wifi-rpi-zero-01.age is missing, unusable or not encrypted to its key (hosts/rpi-zero-01/ssh_host_ed25519_key.pub)\n    fix: `cargo xtask secret rekey` when the file is whole"
+        out.contains(&format!(
+            "hosts/fleet.toml:{wl}: host `rpi-zero-01` cannot read its Wi-Fi password: secrets/wifi-rpi-zero-01.age is missing, unusable or not encrypted to its key (hosts/rpi-zero-01/ssh_host_ed25519_key.pub)\n    fix: `cargo xtask secret rekey` when the file is whole"
         ),
         "{out}"
     );
@@ -292,8 +293,8 @@ fn check_says_when_a_wifi_host_cannot_read_its_password() {
     .unwrap();
     let out = f.check();
     assert!(
-        out.contains(
-            "hosts/fleet.toml:56: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but does not read the secret `wifi-rpi-zero-01` (secrets/secrets.toml gives it to other hosts)"
+        out.contains(&format!(
+            "hosts/fleet.toml:{wl}: host `rpi-zero-01` joins the Wi-Fi `home-wifi` but does not read the secret `wifi-rpi-zero-01` (secrets/secrets.toml gives it to other hosts)"
         ),
         "{out}"
     );

@@ -47,7 +47,8 @@ pub enum Outcome {
 
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let hosts = args.sel.hosts(root)?;
-    let ssh = Ssh::new(args.sel.connect_timeout)?;
+    let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let ssh = Ssh::shared(args.sel.connect_timeout)?.with_git_keys(root, &names)?;
     let prefix = Prefix::new(&hosts);
     let line = reach::remote_line(&args.command);
     let connected = reach::connect_all(&ssh, &hosts);
@@ -63,7 +64,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 return Outcome::Unreachable(e.clone());
             }
             let t = Target::of(&hosts[i]);
-            let mut cmd = ssh.plain_command(&reach::uri(&t), &line);
+            let mut cmd = ssh.session_command(&t, &line);
             eprintln!("$ {}", ssh::show(&cmd));
             match on_host(&mut cmd, i, &prefix, args.stream, &out) {
                 Ok(o) => o,

@@ -66,6 +66,16 @@ pub const EXIT_UNREACHABLE: i32 = 2;
 /// Runs journalctl with the arguments given to this script.
 const JOURNALCTL: &str = "exec journalctl --no-pager --quiet -o json \"$@\"";
 
+/// `--central -f`: systemd-journal-remote writes its files without the
+/// change notices journald gives (`journalctl -f` would wait for the file
+/// to grow), so the entries after the cursor (`$1`; empty: all, the host
+/// had none) are read every 2 s, `--cursor-file` keeping the place. The
+/// empty line each round ends the loop once the connection is gone.
+const CENTRAL_FOLLOW: &str = r#"c=$1; shift; d=$(mktemp -d) || exit 1; f=$d/cursor
+trap 'rm -rf "$d"' EXIT; trap 'exit 0' PIPE HUP INT TERM
+[ -n "$c" ] && printf '%s' "$c" > "$f"
+while :; do journalctl --no-pager --quiet -o json --cursor-file="$f" "$@" || exit 1; echo || exit 0; sleep 2; done"#;
+
 /// journalctl's arguments for a run (the follow phase adds its own).
 pub fn journalctl_args(a: &Args) -> Vec<String> {
     let mut v = Vec::new();
@@ -89,7 +99,8 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     if args.central {
         return central(root, &args, &hosts);
     }
-    let ssh = Ssh::new(args.sel.connect_timeout)?;
+    let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let ssh = Ssh::shared(args.sel.connect_timeout)?.with_git_keys(root, &names)?;
     let prefix = Prefix::new(&hosts);
     let connected = reach::connect_all(&ssh, &hosts);
     let mut failed = 0;
@@ -143,7 +154,16 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
     let _ = std::io::stdout().flush();
     if args.follow {
-        failed += follow(&ssh, &hosts, &args, &cursors, &show);
+        let base = follow_args(journalctl_args(&args));
+        failed += follow(&hosts, &cursors, &show, None, &|i, cursor| {
+            let tail = match cursor {
+                Some(c) => format!("--after-cursor={c}"),
+                None => "--lines=0".to_string(),
+            };
+            let mut words: Vec<&str> = base.iter().map(String::as_str).collect();
+            words.push(&tail);
+            ssh.command(&Target::of(&hosts[i]), JOURNALCTL, &words)
+        });
     }
     drop(ssh);
     if failed > 0 {
@@ -183,28 +203,31 @@ enum Event {
     Gone(usize, String),
 }
 
+/// journalctl's arguments for following: the run's, without what chose
+/// the backlog (`-f` goes on from a cursor).
+fn follow_args(mut jargs: Vec<String>) -> Vec<String> {
+    jargs.retain(|a| !a.starts_with("--lines=") && !a.starts_with("--since="));
+    jargs.push("--follow".into());
+    jargs
+}
+
 /// Follows every host that was read; returns how many went away.
+/// `command(i, cursor)` is the ssh command following host `i` after its
+/// last entry printed (none yet: from now); `via` names the monitoring
+/// host when the streams come from it (`--central`).
 fn follow(
-    ssh: &Ssh,
     hosts: &[Host],
-    args: &Args,
     cursors: &[Option<Option<String>>],
     show: &(dyn Fn(&Entry) + Sync),
+    via: Option<&str>,
+    command: &dyn Fn(usize, Option<&str>) -> std::process::Command,
 ) -> usize {
     let (tx, rx) = mpsc::channel::<Event>();
     let mut followed = 0;
     let mut children = Vec::new();
     for (i, cursor) in cursors.iter().enumerate() {
         let Some(cursor) = cursor else { continue };
-        let mut jargs = journalctl_args(args);
-        jargs.retain(|a| !a.starts_with("--lines=") && !a.starts_with("--since="));
-        jargs.push("--follow".into());
-        match cursor {
-            Some(c) => jargs.push(format!("--after-cursor={c}")),
-            None => jargs.push("--lines=0".into()),
-        }
-        let words: Vec<&str> = jargs.iter().map(String::as_str).collect();
-        let mut cmd = ssh.command(&Target::of(&hosts[i]), JOURNALCTL, &words);
+        let mut cmd = command(i, cursor.as_deref());
         eprintln!("$ {}", ssh::show(&cmd));
         let child = cmd
             .stdin(Stdio::null())
@@ -274,10 +297,16 @@ fn follow(
                 } else {
                     why
                 };
-                eprintln!(
-                    "{}: gone ({why}); following the other {left} host(s)",
-                    hosts[i].name
-                );
+                match via {
+                    None => eprintln!(
+                        "{}: gone ({why}); following the other {left} host(s)",
+                        hosts[i].name
+                    ),
+                    Some(m) => eprintln!(
+                        "{}: its stream from the monitoring host {m} ended ({why}); following the other {left} host(s)",
+                        hosts[i].name
+                    ),
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 flush(&mut buffer, show);
@@ -304,34 +333,59 @@ fn flush(buffer: &mut Vec<Entry>, show: &(dyn Fn(&Entry) + Sync)) {
 
 /// `--central`: one journalctl on the monitoring host over the files
 /// systemd-journal-remote wrote, one stream per chosen host (matched by the
-/// `_HOSTNAME` each Pi logs, its inventory name), merged the same way.
+/// `_HOSTNAME` each Pi logs, its inventory name), merged the same way;
+/// `-f` follows those files there (as the uploads arrive).
 fn central(root: &Path, args: &Args, hosts: &[Host]) -> Result<()> {
     let (fleet, _) = crate::inventory::Fleet::read(root)?;
-    if args.follow {
-        anyhow::bail!(
-            "--central reads what the monitoring host has; leave out -f (or follow the Pis themselves without --central)"
-        );
-    }
     let Some(name) = fleet.settings.monitoring.clone() else {
         anyhow::bail!(
             "the fleet has no monitoring host: add `monitoring = \"<host>\"` under [fleet] in hosts/fleet.toml, deploy, then use --central"
         );
     };
     let server = fleet.host(&name)?.clone();
-    let ssh = Ssh::new(args.sel.connect_timeout)?;
+    let ssh = Ssh::shared(args.sel.connect_timeout)?
+        .with_git_keys(root, std::slice::from_ref(&server.name))?;
     let t = Target::of(&server);
     ssh.connect(&t, &|c| eprintln!("$ {}", ssh::show(c)))?;
     let mut per_host = Vec::new();
+    let mut cursors = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let jargs = central_args(args, &h.name);
-        per_host.push(fetch(&ssh, &server, i, &jargs).map_err(|e| anyhow::anyhow!("{name}: {e}"))?);
+        let entries =
+            fetch(&ssh, &server, i, &jargs).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        cursors.push(Some(
+            entries.last().and_then(|e| journal::field(e, "__CURSOR")),
+        ));
+        per_host.push(entries);
     }
     let prefix = Prefix::new(hosts);
-    for e in journal::merge(per_host) {
-        if args.json {
-            println!("{}", journal::json(&e, &hosts[e.host].name));
+    let show = |e: &Entry| {
+        let mut o = std::io::stdout().lock();
+        let _ = if args.json {
+            writeln!(o, "{}", journal::json(e, &hosts[e.host].name))
         } else {
-            println!("{} {}", prefix.of(e.host), journal::line(&e));
+            writeln!(o, "{} {}", prefix.of(e.host), journal::line(e))
+        };
+    };
+    for e in journal::merge(per_host) {
+        show(&e);
+    }
+    let _ = std::io::stdout().flush();
+    if args.follow {
+        let gone = follow(hosts, &cursors, &show, Some(&name), &|i, cursor| {
+            let mut jargs = central_args(args, &hosts[i].name);
+            jargs.retain(|a| !a.starts_with("--lines=") && !a.starts_with("--since="));
+            let mut words = vec![cursor.unwrap_or("")];
+            words.extend(jargs.iter().map(String::as_str));
+            ssh.command(&t, CENTRAL_FOLLOW, &words)
+        });
+        drop(ssh);
+        if gone > 0 {
+            let _ = std::io::stdout().flush();
+            eprintln!(
+                "error: the monitoring host {name} stopped answering: check it with `cargo xtask status {name}`"
+            );
+            std::process::exit(EXIT_UNREACHABLE);
         }
     }
     Ok(())

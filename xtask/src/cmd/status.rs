@@ -137,7 +137,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
     };
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
-    let ssh = Ssh::new(args.connect_timeout)?.with_git_keys(root, &names)?;
+    let ssh = Ssh::shared(args.connect_timeout)?.with_git_keys(root, &names)?;
     let (expected, facts) = std::thread::scope(|s| {
         let eval = s.spawn(|| {
             if args.no_eval {
@@ -292,12 +292,20 @@ fn probe(root: &Path, ssh: &Ssh, h: &Host) -> Result<Probed> {
     let declared = declared_names(root, h)?;
     let limit = Duration::from_secs(ssh.connect_timeout + 10);
     let script = probe_script();
-    let mut cmd = ssh.fresh_command(&t, &script, &[&declared.join(" ")]);
+    // One SSH call per host: over the master another command left up
+    // (`ssh/persist.rs`), else over a connection of its own (opening a
+    // master for one call would only add to it).
+    let reuse = ssh.has_master(&t);
+    let call = |script: &str| {
+        if reuse {
+            ssh.command(&t, script, &[&declared.join(" ")])
+        } else {
+            ssh.fresh_command(&t, script, &[&declared.join(" ")])
+        }
+    };
+    let mut cmd = call(&script);
     // Echoed with the probe script named, not spelled out (`deploy --dry-run` prints it).
-    eprintln!(
-        "$ {}",
-        ssh::show(&ssh.fresh_command(&t, "<PROBE>", &[&declared.join(" ")]))
-    );
+    eprintln!("$ {}", ssh::show(&call("<PROBE>")));
     let out = ssh::output_within(&mut cmd, limit)?;
     if out.status.success() {
         return Ok(parse_probe(&out.stdout));

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-#[path = "../../tests/common/fakepi.rs"]
-mod fakepi;
-#[path = "../../tests/common/nixenv.rs"]
-mod nixenv;
+use crate::bench_harness::fakepi;
 
 /// Boots `hosts` fake Pis and prints the figures.
 pub fn run(root: &Path, hosts: usize) -> Result<()> {

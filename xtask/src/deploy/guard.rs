@@ -112,6 +112,7 @@ mod tests {
             tags: vec![],
             build_host: None,
             wifi: None,
+            profile: Default::default(),
             static_ipv4: None,
             line: 1,
         }

@@ -3,8 +3,12 @@
 //! - `BatchMode=yes`: never a password prompt that would hang a parallel run;
 //! - `StrictHostKeyChecking=yes`: an unknown host key is shown with its
 //!   fingerprint and the user is asked; a changed key is refused;
-//! - one master connection per host (`ControlMaster`) in a private temp dir,
-//!   reused by every command and by `nix copy` (through `NIX_SSHOPTS`);
+//! - one master connection per host (`ControlMaster`), reused by every
+//!   command and by `nix copy` (through `NIX_SSHOPTS`): for `deploy` and
+//!   `rollback` in a private temp dir, closed when they end ([`Ssh::new`]);
+//!   for `logs`, `exec`, `ssh` and `status` kept a few minutes for the next
+//!   command ([`Ssh::shared`], `persist.rs`: keyed on every option, in a
+//!   folder only this user can enter);
 //! - keepalives and a connect timeout, so a dead Pi never hangs a run;
 //! - remote commands are `sh -c <script> sh <args…>` with every argument
 //!   single-quoted here, so no caller builds a shell string by hand.
@@ -18,9 +22,9 @@
 //! `PI_NIXOS_SSH_CONFIG=<file>` makes every ssh call use that ssh_config
 //! instead of `~/.ssh/config` (a fleet-specific key or known_hosts file).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,8 +32,11 @@ use anyhow::{Context, Result, bail};
 
 mod failure;
 mod keys;
+mod output;
+pub mod persist;
 pub use failure::{Failure, classify};
 pub use keys::{fingerprints, used_key};
+pub use output::output_within;
 
 /// Environment variable naming an ssh_config file to use instead of ~/.ssh/config.
 pub const CONFIG_ENV: &str = "PI_NIXOS_SSH_CONFIG";
@@ -40,23 +47,10 @@ pub const CONNECT_TIMEOUT: u64 = 5;
 /// Serialises host key questions between parallel hosts.
 static ASK: Mutex<()> = Mutex::new(());
 
-/// Closes every master connection whose socket is in `dir`, removes `dir`.
+/// Closes every master connection whose socket is in `dir` (all at
+/// once), removes `dir`.
 fn close_all(dir: &Path) {
-    use std::os::unix::fs::FileTypeExt;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_socket()) {
-                let _ = Command::new("ssh")
-                    .arg("-S")
-                    .arg(e.path())
-                    .args(["-O", "exit", "pi-nixos-master"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
+    persist::close(&persist::sockets(dir));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -131,17 +125,24 @@ pub fn remote_command(user: &str, script: &str, args: &[&str]) -> String {
     words.join(" ")
 }
 
-/// The SSH settings of one run: options, connect timeout and the private
-/// folder that holds the master connections' sockets.
+/// The SSH settings of one run: options, connect timeout and the folder
+/// that holds the master connections' sockets.
 pub struct Ssh {
     config: Option<PathBuf>,
     pub connect_timeout: u64,
     dir: PathBuf,
-    /// Hosts whose key is in Git, checked against [`Ssh::git_known_hosts`] only.
-    git_keyed: BTreeSet<String>,
+    /// Persistent masters (their folder is `dir`), or one private master
+    /// per host for this run only.
+    shared: Option<persist::Shared>,
+    /// Hosts whose key is in Git, and the known_hosts file generated from
+    /// it that they are checked against (only it).
+    git_keyed: BTreeMap<String, PathBuf>,
 }
 
 impl Ssh {
+    /// Masters of this run only, in a private temp dir, closed when it
+    /// ends (`deploy`, `rollback`: they close and reopen connections on
+    /// purpose).
     pub fn new(connect_timeout: u64) -> Result<Ssh> {
         let dir = private_dir()?;
         // Interrupted, the run still closes its masters and removes the folder.
@@ -151,37 +152,65 @@ impl Ssh {
             config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
             connect_timeout,
             dir,
-            git_keyed: BTreeSet::new(),
+            shared: None,
+            git_keyed: BTreeMap::new(),
+        })
+    }
+
+    /// Masters that outlive this command and are reused by the next one
+    /// (see `persist.rs`), unless `PI_NIXOS_SSH_PERSIST=0`.
+    pub fn shared(connect_timeout: u64) -> Result<Ssh> {
+        let Some(shared) = persist::settings()? else {
+            return Ssh::new(connect_timeout);
+        };
+        // Interrupted, the sessions over the masters are stopped (the
+        // masters stay) and what they printed gets a moment to be shown.
+        crate::interrupt::on_exit("ssh-sessions", || {
+            std::thread::sleep(std::time::Duration::from_millis(300))
+        });
+        Ok(Ssh {
+            config: std::env::var_os(CONFIG_ENV).map(PathBuf::from),
+            connect_timeout,
+            dir: shared.dir.clone(),
+            shared: Some(shared),
+            git_keyed: BTreeMap::new(),
         })
     }
 
     /// Checks the hosts of `names` that have a key in Git against that key
-    /// only (a known_hosts file generated from Git, in this run's folder).
+    /// only (a known_hosts file generated from Git: in this run's folder,
+    /// or one per host named by its content for persistent masters).
     pub fn with_git_keys(mut self, root: &Path, names: &[String]) -> Result<Ssh> {
         let keys = crate::identity::git_keys(root, names)?;
-        std::fs::write(self.git_known_hosts(), crate::identity::known_hosts(&keys))
+        if self.shared.is_some() {
+            for k in keys {
+                let text = crate::identity::known_hosts(std::slice::from_ref(&k));
+                let file = persist::known_hosts_file(&self.dir, &text)
+                    .context("cannot write the known_hosts file generated from Git")?;
+                self.git_keyed.insert(k.0, file);
+            }
+            return Ok(self);
+        }
+        let file = self.dir.join("known_hosts.git");
+        std::fs::write(&file, crate::identity::known_hosts(&keys))
             .context("cannot write the known_hosts file generated from Git")?;
-        self.git_keyed = keys.into_iter().map(|(n, _)| n).collect();
+        self.git_keyed = keys.into_iter().map(|(n, _)| (n, file.clone())).collect();
         Ok(self)
-    }
-
-    fn git_known_hosts(&self) -> PathBuf {
-        self.dir.join("known_hosts.git")
     }
 
     /// Whether `t`'s host key is checked against the one in Git.
     pub fn has_git_key(&self, t: &Target) -> bool {
-        self.git_keyed.contains(&t.name)
+        self.git_keyed.contains_key(&t.name)
     }
 
     /// For a host with its key in Git: that file only, looked up by the
     /// host's name (`HostKeyAlias`, so address and port do not matter).
     fn identity_options(&self, t: &Target) -> Vec<String> {
-        if !self.has_git_key(t) {
+        let Some(file) = self.git_keyed.get(&t.name) else {
             return Vec::new();
-        }
+        };
         [
-            format!("UserKnownHostsFile={}", self.git_known_hosts().display()),
+            format!("UserKnownHostsFile={}", file.display()),
             "GlobalKnownHostsFile=/dev/null".to_string(),
             format!("HostKeyAlias={}", t.name),
             "HostKeyAlgorithms=ssh-ed25519".to_string(),
@@ -224,11 +253,33 @@ impl Ssh {
         o
     }
 
+    /// Where `t`'s master listens: `%C` in this run's folder, or the
+    /// persistent socket named by everything the connection is made with.
+    fn control_path(&self, t: &Target) -> PathBuf {
+        if self.shared.is_none() {
+            return self.dir.join("%C");
+        }
+        let mut words: Vec<String> = self
+            .options_with(Some(t.port), "", "")
+            .into_iter()
+            .filter(|w| !w.starts_with("Control") && !w.starts_with("ConnectTimeout="))
+            .collect();
+        words.extend(self.identity_options(t));
+        words.push(t.destination());
+        self.dir.join(persist::key(&words, self.config.as_deref()))
+    }
+
     fn base(&self, t: &Target) -> Command {
         let mut c = Command::new("ssh");
-        c.args(self.options(Some(t.port)))
+        let path = self.control_path(t).display().to_string();
+        c.args(self.options_with(Some(t.port), "no", &path))
             .args(self.identity_options(t));
         c
+    }
+
+    /// Whether a persistent master to `t` is up (never for a run's own).
+    pub fn has_master(&self, t: &Target) -> bool {
+        self.shared.is_some() && persist::alive(&self.control_path(t))
     }
 
     /// `NIX_SSHOPTS` for `nix copy --to ssh://…`: the same options, so the
@@ -266,6 +317,14 @@ impl Ssh {
         c
     }
 
+    /// `ssh … user@address -- <remote>` over the host's master: a remote
+    /// line as typed (`reach::remote_line`; empty: a login shell).
+    pub fn session_command(&self, t: &Target, remote: &str) -> Command {
+        let mut c = self.base(t);
+        c.arg(t.destination()).arg("--").arg(remote);
+        c
+    }
+
     /// `ssh <dest> -- <remote>` with the shared options, for a build host
     /// named by an SSH destination.
     pub fn plain_command(&self, dest: &str, remote: &str) -> Command {
@@ -276,28 +335,47 @@ impl Ssh {
 
     /// Command that opens the master connection: it returns once the host
     /// is connected and authenticated (or failed), the master stays in the
-    /// background (and exits on its own after 10 idle minutes).
+    /// background (and exits on its own after 10 idle minutes, or the
+    /// persistent masters' idle time).
     pub fn master_command(&self, t: &Target) -> Command {
         let mut c = Command::new("ssh");
-        let path = format!("{}/%C", self.dir.display());
+        let path = self.control_path(t).display().to_string();
+        let persist = self.shared.as_ref().map_or(600, |s| s.seconds);
         c.args(self.options_with(Some(t.port), "yes", &path))
             .args(self.identity_options(t))
-            .args(["-o", "ControlPersist=600", "-N", "-f", "-v", "-E"])
+            .args(["-o", &format!("ControlPersist={persist}")])
+            .args(["-N", "-f", "-v", "-E"])
             .arg(self.master_log(t))
             .arg(t.destination());
         c
     }
 
     fn master_log(&self, t: &Target) -> PathBuf {
+        if self.shared.is_some() {
+            return self.control_path(t).with_extension("log");
+        }
         self.dir.join(format!("{}.log", t.name))
     }
 
-    /// Opens the master connection to `t`; `echo` is told each command.
-    /// On first contact asks about the host key, showing its fingerprint.
+    /// Opens the master connection to `t` (or finds the persistent one
+    /// up); `echo` is told each command. On first contact asks about the
+    /// host key, showing its fingerprint.
     pub fn connect(&self, t: &Target, echo: &dyn Fn(&Command)) -> Result<()> {
+        let _lock = match &self.shared {
+            Some(s) => {
+                let path = self.control_path(t);
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let lock = persist::lock(&s.dir, &name)?;
+                if persist::alive(&path) {
+                    return Ok(());
+                }
+                Some(lock)
+            }
+            None => None,
+        };
         for attempt in 0..2 {
             let log = self.master_log(t);
-            let err = self.dir.join(format!("{}.err", t.name));
+            let err = self.master_log(t).with_extension("err");
             let _ = std::fs::remove_file(&log);
             let mut cmd = self.master_command(t);
             echo(&cmd);
@@ -377,8 +455,11 @@ impl Ssh {
 
 impl Drop for Ssh {
     fn drop(&mut self) {
-        crate::interrupt::forget(&self.dir.display().to_string());
-        close_all(&self.dir);
+        // Persistent masters stay for the next command (see persist.rs).
+        if self.shared.is_none() {
+            crate::interrupt::forget(&self.dir.display().to_string());
+            close_all(&self.dir);
+        }
     }
 }
 
@@ -402,30 +483,6 @@ fn private_dir() -> Result<PathBuf> {
         "cannot create a private temp dir for ssh in {}",
         base.display()
     )
-}
-
-/// Runs `cmd` with stdin closed, killing it after `limit`.
-pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", show(cmd)))?;
-    let start = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let mut out = child.wait_with_output()?;
-            out.stderr
-                .extend_from_slice(format!("\ntimed out after {} s", limit.as_secs()).as_bytes());
-            return Ok(out);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,15 @@ fn fakepi_layer(root: &Path) -> Result<(), String> {
         "/etc/systemd/system/fakepi-boot.service",
         root.join("etc/systemd/system/multi-user.target.wants/fakepi-boot.service"),
     );
+    // The journal's receiver and upload run only where a test starts them
+    // (the fake Pis share this machine's network: no listener of its own).
+    for link in [
+        "etc/systemd/system/sockets.target.wants/systemd-journal-remote.socket",
+        "etc/systemd/system/multi-user.target.wants/systemd-journal-upload.service",
+        "etc/systemd/system/multi-user.target.wants/systemd-journal-remote.service",
+    ] {
+        let _ = std::fs::remove_file(root.join(link));
+    }
     std::fs::create_dir_all(root.join("nix")).map_err(|e| e.to_string())?;
     w(".fakepi-ready", "")
 }
@@ -404,6 +413,13 @@ impl Fleet {
         )
         .unwrap();
         std::fs::write(work.join("known_hosts"), "").unwrap();
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(work.join("run"))
+                .unwrap();
+        }
         let mut fleet = Fleet {
             tmp,
             base: base.to_path_buf(),
@@ -434,13 +450,20 @@ impl Fleet {
         self.tmp.0.join("work")
     }
 
-    /// Environment for the xtask: our ssh_config, the private Nix (no
-    /// binary caches: offline).
+    /// Environment for the xtask: our ssh_config, a runtime dir of the
+    /// fleet's own (the SSH masters kept for the next command live there,
+    /// ended with the fleet), the private Nix (no binary caches: offline).
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![(
-            "PI_NIXOS_SSH_CONFIG".to_string(),
-            self.work().join("ssh_config").display().to_string(),
-        )];
+        let mut env = vec![
+            (
+                "PI_NIXOS_SSH_CONFIG".to_string(),
+                self.work().join("ssh_config").display().to_string(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".to_string(),
+                self.work().join("run").display().to_string(),
+            ),
+        ];
         for (k, v) in self.nix.iter().flat_map(|n| &n.set) {
             env.push((k.clone(), v.to_string_lossy().into_owned()));
         }
@@ -549,6 +572,7 @@ impl Fleet {
         let (dir, port) = (self.pis[i].dir.clone(), self.pis[i].port);
         let ssh_dir = dir.join("ssh");
         std::fs::create_dir_all(dir.join("nix")).unwrap();
+        std::fs::write(dir.join("hostname"), format!("{}\n", self.pis[i].name)).unwrap();
         if !ssh_dir.join("sshd.conf").exists() {
             std::fs::create_dir_all(&ssh_dir).unwrap();
             // A Pi given its key ([`Fleet::use_host_key`]) is not in known_hosts.
@@ -604,6 +628,12 @@ impl Fleet {
             ])
             .arg(format!("--machine=fakepi-{port}"))
             .arg(format!("--bind={}:/nix", dir.join("nix").display()))
+            // Its inventory name is its host name (journald's `_HOSTNAME`),
+            // as on a NixOS Pi: systemd sets it from /etc/hostname at boot.
+            .arg(format!(
+                "--bind-ro={}:/etc/hostname",
+                dir.join("hostname").display()
+            ))
             .arg(format!("--bind-ro={}:/etc/ssh/fakepi", ssh_dir.display()))
             .arg(format!(
                 "--bind-ro={}:/etc/ssh/sshd_config.d/fakepi.conf",
@@ -791,6 +821,25 @@ fn stop_child(c: &mut Child) {
     let _ = c.wait();
 }
 
+/// Ends the SSH masters the xtask kept open for the fleet (in its runtime
+/// dir, see [`Fleet::env`]).
+fn close_masters(run: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = run.join("pi-nixos-ssh");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_socket()) {
+            let _ = Command::new("ssh")
+                .arg("-S")
+                .arg(e.path())
+                .args(["-O", "exit", "fakepi"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         if std::env::var_os("FAKEPI_KEEP").is_some() {
@@ -804,6 +853,7 @@ impl Drop for Fleet {
             }
             return;
         }
+        close_masters(&self.work().join("run"));
         for p in &mut self.pis {
             if let Some(mut c) = p.child.take() {
                 stop_child(&mut c);

@@ -168,6 +168,16 @@ pub fn give_wifi_password(root: &Path) {
         .success();
 }
 
+/// The line of hosts/fleet.toml that gives the fixture's Wi-Fi host its network (problems name it).
+pub fn wifi_line(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("hosts/fleet.toml"))
+        .unwrap()
+        .lines()
+        .position(|l| l == "wifi = \"home-wifi\"")
+        .expect("the fixture fleet has a Wi-Fi host")
+        + 1
+}
+
 /// Recursive copy of a file or folder.
 pub fn copy(from: &Path, to: &Path) {
     if from.is_dir() {

@@ -41,6 +41,20 @@ pub const CACHE_ENV: &str = "PI_NIXOS_TEST_CACHE";
 pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// Packages of the root: a fake Pi's system, and the workstation's Nix.
 const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,dbus";
+/// Installed with apt after debootstrap (it resolves their dependencies):
+/// Nix; the sandbox's /bin/sh; the journal's upload and receiver
+/// (`logs --central`); libfaketime, a fake Pi whose clock is off.
+const APT: &str = "nix-bin bash-static systemd-journal-remote libfaketime";
+
+/// The cached root's folder name: a change of its packages is a new root
+/// (an old cache is never taken for it).
+fn root_name(suite: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in format!("{INCLUDE}\n{APT}").bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    format!("nixenv-{suite}-{h:08x}")
+}
 /// Where the root's patched Nix lives, inside the root.
 pub const BIN: &str = "opt/nix-ws/bin";
 /// The names Nix answers to (argv[0] dispatch), linked to `nix` in [`BIN`].
@@ -148,7 +162,7 @@ pub fn root(cache: &Path) -> Result<PathBuf, String> {
 /// than trixie's), made and cached the same way.
 pub fn root_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
     let cache = cache_dir(cache);
-    let root = cache.join(format!("nixenv-{suite}"));
+    let root = cache.join(root_name(suite));
     if root.join(".ready").exists() {
         return Ok(root);
     }
@@ -157,7 +171,7 @@ pub fn root_of(cache: &Path, suite: &str) -> Result<PathBuf, String> {
             return Ok(root.clone());
         }
         // What an interrupted run left (any process's: we hold the lock).
-        let stale = format!("nixenv-{suite}.tmp");
+        let stale = format!("{}.tmp", root_name(suite));
         for e in std::fs::read_dir(&cache)
             .map_err(|e| e.to_string())?
             .flatten()
@@ -210,10 +224,11 @@ fn make_root(tmp: &Path, suite: &str) -> Result<(), String> {
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(
             "set -e; mount -t proc proc \"$1/proc\"; chroot \"$1\" sh -c \
-             'apt-get install -y -qq --no-install-recommends nix-bin bash-static >/dev/null && apt-get clean'",
+             'apt-get install -y -qq --no-install-recommends $1 >/dev/null && apt-get clean' sh \"$2\"",
         )
         .arg("sh")
-        .arg(tmp))?;
+        .arg(tmp)
+        .arg(APT))?;
     let bin = tmp.join(BIN);
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     std::fs::copy(tmp.join("usr/bin/nix"), bin.join("nix"))
