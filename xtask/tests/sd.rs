@@ -149,6 +149,18 @@ fn builds_to_the_stable_path_with_sum_and_record() {
         &["-c", &format!("zstd -dc {} | sha256sum", img.display())],
     );
     assert_eq!(record["raw_sha256"], raw.split_whitespace().next().unwrap());
+    // The block map's sha256, so `flash` refuses another map before writing.
+    let bmap = run(
+        "sha256sum",
+        &[root
+            .join("out/rpi-box-01/rpi-box-01.bmap")
+            .to_str()
+            .unwrap()],
+    );
+    assert_eq!(
+        record["bmap_sha256"],
+        bmap.split_whitespace().next().unwrap()
+    );
 
     // `list` shows which commit the image is from.
     let list = xtask(root).arg("list").output().unwrap();

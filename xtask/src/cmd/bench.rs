@@ -181,12 +181,16 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let exe = std::env::current_exe()?;
     let bmap = exec::have("bmaptool");
     let map = crate::image::bmap::load(&bmap_file)?;
+    let root_mapped = mapped_in(&map, testimage::ROOT_START, raw);
+    let fw_end = testimage::FIRMWARE_START + testimage::FIRMWARE_SIZE;
     eprintln!(
-        "block map {}: {} MiB of {} MiB mapped; the ext4 root is {:.0} % full",
+        "block map {}: {} MiB of {} MiB mapped; the ext4 root is {:.0} % full, the FAT partition {:.0} %",
         bmap_file.display(),
         map.mapped_bytes() >> 20,
         raw >> 20,
-        100.0 * (1.0 - (raw - map.mapped_bytes()) as f64 / (raw - testimage::ROOT_START) as f64)
+        100.0 * root_mapped as f64 / (raw - testimage::ROOT_START) as f64,
+        100.0 * mapped_in(&map, testimage::FIRMWARE_START, fw_end) as f64
+            / testimage::FIRMWARE_SIZE as f64
     );
     if a.mode != Mode::Fast {
         if !bmap {
@@ -364,9 +368,14 @@ fn wipe(dev: &str) -> Result<()> {
     Ok(())
 }
 
-/// The cached image's file name, without extension: `nixos-shaped-1024MiB-fill0.85`.
+/// The cached image's file name, without extension:
+/// `nixos-shaped-1024MiB-fill0.85-fw22`, with the MiB of files in its
+/// `FIRMWARE` partition (an image made before they were there is not reused).
 fn cached_name(size_mib: u64, fill: f64) -> String {
-    format!("nixos-shaped-{size_mib}MiB-fill{fill}")
+    format!(
+        "nixos-shaped-{size_mib}MiB-fill{fill}-fw{}",
+        testimage::FIRMWARE_FILES >> 20
+    )
 }
 
 fn zstd_size(zst: &Path) -> Result<u64> {
@@ -375,6 +384,17 @@ fn zstd_size(zst: &Path) -> Result<u64> {
     crate::flash::image::zstd_content_size(f, len)
         .map_err(anyhow::Error::msg)?
         .context("the .zst does not record its size")
+}
+
+/// The mapped bytes of `m` inside `[a, b)`.
+fn mapped_in(m: &crate::image::bmap::Bmap, a: u64, b: u64) -> u64 {
+    m.ranges
+        .iter()
+        .map(|r| {
+            let (x, y) = m.span(r);
+            y.min(b).saturating_sub(x.max(a))
+        })
+        .sum()
 }
 
 /// Detaches the loop device and removes its backing file.
@@ -399,7 +419,10 @@ mod tests {
 
     #[test]
     fn cache_is_keyed_by_size_and_fill() {
-        assert_eq!(cached_name(1024, 0.85), "nixos-shaped-1024MiB-fill0.85");
+        assert_eq!(
+            cached_name(1024, 0.85),
+            "nixos-shaped-1024MiB-fill0.85-fw22"
+        );
         assert_ne!(cached_name(64, 0.85), cached_name(128, 0.85));
         assert_ne!(cached_name(64, 0.85), cached_name(64, 0.5));
     }

@@ -22,7 +22,7 @@ pub fn run(args: Args) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| args.image.with_extension("bmap"));
-    let m = bmap::write(&args.image, &out)?;
+    let (m, _) = bmap::write(&args.image, &out)?;
     println!(
         "✓ {}: {} of {} mapped in {} ranges",
         out.display(),

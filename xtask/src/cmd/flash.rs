@@ -66,7 +66,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     };
     if let Some((p, m)) = &map {
         eprintln!(
-            "block map: {}: {} of the image's {} are used (the rest is free ext4 space): only those are written and read back (--no-bmap: everything)",
+            "block map: {}: {} of the image's {} are used (the rest is free space of its filesystems): only those are written and read back (--no-bmap: everything)",
             p.display(),
             human(m.mapped_bytes()),
             human(m.image_size)

@@ -130,7 +130,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             let _ = std::fs::remove_dir(dir);
         }
     }
-    let (store, zsum, rsum) = built?;
+    let (store, zsum, rsum, bmap_sum) = built?;
 
     let record = ImageInfo {
         host: plan.host.name.clone(),
@@ -142,6 +142,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         raw_size: rsum.size,
         built: info::now_utc(),
         store_path: store.display().to_string(),
+        bmap_sha256: Some(bmap_sum),
     };
     info::write(&plan.info, &record)?;
 
@@ -168,23 +169,23 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Runs the build and delivers the image. Returns the store path and the
-/// sums of the `.img.zst` and of the raw image.
+/// Runs the build and delivers the image. Returns the store path, the
+/// sums of the `.img.zst` and of the raw image, and the block map's sha256.
 fn build_and_deliver(
     sh: &Shell,
     plan: &Plan,
     build: xshell::Cmd<'_>,
     out_link: &Path,
     decompress: bool,
-) -> Result<(PathBuf, stream::Sum, stream::Sum)> {
+) -> Result<(PathBuf, stream::Sum, stream::Sum, String)> {
     let done = capture::run(build)?;
     if !done.status.success() {
         bail!("{}", build_failure(&plan.host.name, &done.stderr));
     }
     let store = std::fs::read_link(out_link)
         .with_context(|| format!("nix build left no {}", out_link.display()))?;
-    let (zsum, rsum) = deliver(sh, plan, &store, decompress)?;
-    Ok((store, zsum, rsum))
+    let (zsum, rsum, bmap_sum) = deliver(sh, plan, &store, decompress)?;
+    Ok((store, zsum, rsum, bmap_sum))
 }
 
 /// What to tell about a failed `nix build` of `host`'s image, from its stderr.
@@ -360,13 +361,14 @@ fn aarch64_ready() -> Result<()> {
 }
 
 /// Copies (and, for hosts with an identity, completes) the built image into place.
-/// Returns the sums of the `.img.zst` and of the raw image.
+/// Returns the sums of the `.img.zst` and of the raw image, and the sha256
+/// of the block map written beside them.
 fn deliver(
     sh: &Shell,
     plan: &Plan,
     store: &Path,
     decompress: bool,
-) -> Result<(stream::Sum, stream::Sum)> {
+) -> Result<(stream::Sum, stream::Sum, String)> {
     let src = find_image(store)?;
     let compressed = src.extension().is_some_and(|e| e == "zst");
     let (zst, raw) = (&plan.zst, &plan.raw);
@@ -419,7 +421,7 @@ fn deliver(
     };
     // Last, from the final image: after every write into it.
     let final_raw = if raw_tmp.exists() { &raw_tmp } else { &src };
-    bmap::write(final_raw, &bmap::beside(zst))?;
+    let (_, bmap_sum) = bmap::write(final_raw, &bmap::beside(zst))?;
     if !decompress && raw_tmp.exists() {
         std::fs::remove_file(&raw_tmp)?;
     }
@@ -430,7 +432,7 @@ fn deliver(
         // A raw image from an earlier run would not match the new one.
         std::fs::remove_file(raw)?;
     }
-    Ok((zsum, rsum))
+    Ok((zsum, rsum, bmap_sum))
 }
 
 /// The one image file in `<store path>/sd-image/`.

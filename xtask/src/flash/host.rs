@@ -53,6 +53,7 @@ pub fn image(root: &Path, arg: &str) -> Result<Image> {
             img.expect = Some(Expected {
                 host: arg.to_string(),
                 sha256: info.sha256.to_ascii_lowercase(),
+                bmap_sha256: info.bmap_sha256.map(|s| s.to_ascii_lowercase()),
             });
         }
         None => eprintln!(

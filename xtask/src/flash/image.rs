@@ -61,6 +61,8 @@ pub struct Image {
 pub struct Expected {
     pub host: String,
     pub sha256: String,
+    /// The sha256 of the block map `sd` made beside the image (older records have none).
+    pub bmap_sha256: Option<String>,
 }
 
 /// A host name (its image from `cargo xtask sd`) or a path to an image.

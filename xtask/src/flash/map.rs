@@ -27,16 +27,38 @@ pub fn candidates(image: &Path) -> Vec<PathBuf> {
 }
 
 /// The map to write `img` by: `given`, else one found beside the image.
-/// Refused when it does not fit the image (its size).
+/// Refused, before anything is written, when it is not the map `sd`
+/// recorded for a host's image (its sha256) or does not fit the image (its
+/// size).
 pub fn find(img: &Image, given: Option<&Path>) -> Result<Option<(PathBuf, Bmap)>> {
+    let recorded = img.expect.as_ref().and_then(|e| e.bmap_sha256.as_deref());
     let path = match given {
         Some(p) => p.to_path_buf(),
         None => match candidates(&img.path).into_iter().find(|p| p.is_file()) {
             Some(p) => p,
-            None => return Ok(None),
+            None => {
+                if recorded.is_some() {
+                    eprintln!(
+                        "warning: the block map `sd` made for {} is missing: writing every byte (`cargo xtask sd` makes it again)",
+                        img.path.display()
+                    );
+                }
+                return Ok(None);
+            }
         },
     };
-    let m = bmap::load(&path)?;
+    let (bytes, sum) = bmap::read(&path)?;
+    if let (Some(want), Some(e)) = (recorded, &img.expect)
+        && sum != want
+    {
+        bail!(
+            "{} is not the block map `cargo xtask sd` made for {}'s image: its sha256 is {sum}, the image's record says {want}; it was replaced or edited: build the image again (`cargo xtask sd {}`), or pass --no-bmap to write every byte; nothing was written",
+            path.display(),
+            e.host,
+            e.host
+        );
+    }
+    let m = bmap::from_bytes(&path, &bytes)?;
     if let Some(size) = img.size
         && size != m.image_size
     {

@@ -17,6 +17,10 @@ const MIB: u64 = 1 << 20;
 pub const FIRMWARE_START: u64 = 8 * MIB;
 pub const FIRMWARE_SIZE: u64 = 30 * MIB;
 pub const ROOT_START: u64 = FIRMWARE_START + FIRMWARE_SIZE;
+/// Bytes of files in `FIRMWARE`: nixpkgs' sd-image-aarch64.nix copies
+/// the Pi firmware (bootcode.bin, fixup*.dat, start*.elf), two U-Boots, an
+/// armstub and four device trees, roughly 22 MiB of the 30.
+pub const FIRMWARE_FILES: u64 = 22 * MIB;
 
 /// Makes a `total_mib` MiB image at `out`, its ext4 partition filled with
 /// about `fill` (0..1) of real files.
@@ -54,12 +58,16 @@ pub fn make(out: &Path, total_mib: u64, fill: f64) -> Result<()> {
         fwfiles.join("config.txt"),
         "[pi3]\nkernel=u-boot-rpi3.bin\n[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n",
     )?;
-    copy_files(Path::new("/usr/share/common-licenses"), &fwfiles, 2 * MIB)?;
+    // About what the Pi firmware, U-Boot and device trees take on a real
+    // image (`FIRMWARE_FILES`), so its FAT keeps a realistic share free.
+    let licenses = copy_files(Path::new("/usr/share/common-licenses"), &fwfiles, MIB)?;
+    copy_files(Path::new("/usr/lib"), &fwfiles, FIRMWARE_FILES - licenses)?;
     let fw_entries: Vec<PathBuf> = fs::read_dir(&fwfiles)?
         .flatten()
         .map(|e| e.path())
         .collect();
-    exec::read(cmd!(sh, "mcopy -s -i {fw} {fw_entries...} ::"))?;
+    // `-D o`: a name that clashes in FAT's case-insensitive folders is overwritten, never asked about.
+    exec::read(cmd!(sh, "mcopy -s -D o -i {fw} {fw_entries...} ::"))?;
 
     // NIXOS_SD: a store-like tree of real files.
     let tree = work.path().join("root");

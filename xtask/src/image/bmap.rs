@@ -1,13 +1,14 @@
 //! Block maps in bmaptool's own format (version 2.0, sha256 per range), made
 //! from the image's filesystems rather than from its holes or zeros: the
 //! free blocks of the ext4 root (read with e2fsprogs' `dumpe2fs`, no mount)
-//! are unmapped, everything else (MBR, gap, FAT, ext4 metadata and every
-//! block a file owns, zero-filled or not) is mapped. `flash` writes and
+//! and the free clusters of the FAT partition ([`super::fat`]) are
+//! unmapped, everything else (MBR, gap, FAT boot sector, tables and root
+//! directory, ext4 metadata and every block a file owns, zero-filled or
+//! not) is mapped. `flash` writes and
 //! reads back only the mapped ranges; `bmaptool copy --bmap` accepts it too.
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use xshell::{Shell, cmd};
 
-use super::mbr;
+use super::{fat, mbr};
 use crate::exec;
 
 /// bmaptool's block size, and the ext4 block size of NixOS images.
@@ -174,6 +175,52 @@ fn ext4_free(image: &Path, first_sector: &[u8]) -> Result<Vec<(u64, u64)>> {
         .collect())
 }
 
+/// The free byte ranges of the image's FAT partitions (the `FIRMWARE`
+/// one), each checked against mtools' count of its free bytes. Without
+/// mtools, or when a FAT cannot be read, that partition stays mapped whole
+/// (safe: it is only written in full), with a note saying why.
+fn fat_free(image: &Path, first_sector: &[u8]) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for p in mbr::parse(first_sector)?
+        .into_iter()
+        .filter(|p| fat::TYPES.contains(&p.kind))
+    {
+        let whole = |why: String| {
+            eprintln!(
+                "note: the FAT partition {} stays mapped whole: {why}",
+                p.number
+            );
+        };
+        if !exec::have("mdir") {
+            whole("mtools is not installed to check its free clusters (`sudo apt-get install mtools` unmaps them)".into());
+            continue;
+        }
+        let (ranges, bytes) = match fat::free(image, &p) {
+            Ok(x) => x,
+            Err(e) => {
+                whole(format!("it cannot be read as FAT ({e:#})"));
+                continue;
+            }
+        };
+        let counted = match fat::mtools_free(image, p.offset()) {
+            Ok(n) => n,
+            Err(e) => {
+                whole(format!("mtools cannot read it ({e:#})"));
+                continue;
+            }
+        };
+        if counted != bytes {
+            bail!(
+                "the FAT partition {} of {} has {bytes} bytes in free clusters, but mtools counts {counted} free: check it with `fsck.vfat -n`",
+                p.number,
+                image.display()
+            );
+        }
+        out.extend(ranges);
+    }
+    Ok(out)
+}
+
 /// The block map of a raw NixOS SD image, with the sha256 of every range.
 pub fn create(image: &Path) -> Result<Bmap> {
     let f = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
@@ -181,7 +228,8 @@ pub fn create(image: &Path) -> Result<Bmap> {
     let mut first = [0u8; 512];
     f.read_exact_at(&mut first, 0)
         .with_context(|| format!("{} is too short to be an SD image", image.display()))?;
-    let free = ext4_free(image, &first)?;
+    let mut free = ext4_free(image, &first)?;
+    free.extend(fat_free(image, &first)?);
     let blocks = size.div_ceil(BLOCK);
     let mut ranges = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -219,7 +267,8 @@ pub fn to_xml(m: &Bmap, what: &str) -> String {
     let _ = writeln!(
         x,
         "<!-- The block map of {what}, made by `cargo xtask` from its filesystems:\n     \
-         the free blocks of its ext4 root are not mapped, everything else is.\n     \
+         the free blocks of its ext4 root and the free clusters of its FAT\n     \
+         partition are not mapped, everything else is.\n     \
          Format: bmaptool's 2.0 (https://github.com/yoctoproject/bmaptool). -->"
     );
     x += "<bmap version=\"2.0\">\n";
@@ -344,32 +393,45 @@ pub fn beside(zst: &Path) -> std::path::PathBuf {
 }
 
 /// Makes the block map of a raw image and writes it to `out` (under a
-/// temporary name, then renamed). Returns the map.
-pub fn write(image: &Path, out: &Path) -> Result<Bmap> {
+/// temporary name, then renamed). Returns the map and the file's sha256
+/// (what `sd` records beside the image's own).
+pub fn write(image: &Path, out: &Path) -> Result<(Bmap, String)> {
     let m = create(image)?;
     let what = image
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let text = to_xml(&m, &what);
     let tmp = super::stream::partial(out);
-    std::fs::write(&tmp, to_xml(&m, &what))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     super::stream::finish(&tmp, out)?;
-    Ok(m)
+    Ok((m, format!("{:x}", Sha256::digest(text.as_bytes()))))
+}
+
+/// A bmap file's bytes and their sha256.
+pub fn read(path: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let sum = format!("{:x}", Sha256::digest(&bytes));
+    Ok((bytes, sum))
+}
+
+/// Checks a bmap file's bytes (read from `path`).
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Bmap> {
+    std::str::from_utf8(bytes)
+        .context("it is not text")
+        .and_then(parse)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a usable block map: {e:#}; make it again (`cargo xtask sd`), remove it, or pass --no-bmap",
+                path.display()
+            )
+        })
 }
 
 /// Reads and checks a bmap file.
 pub fn load(path: &Path) -> Result<Bmap> {
-    let mut text = String::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    parse(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a usable block map: {e:#}; make it again (`cargo xtask sd`), remove it, or pass --no-bmap",
-            path.display()
-        )
-    })
+    let (bytes, _) = read(path)?;
+    from_bytes(path, &bytes)
 }
 
 #[cfg(test)]

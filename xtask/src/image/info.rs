@@ -27,6 +27,10 @@ pub struct ImageInfo {
     pub built: String,
     /// The Nix store path of the built image.
     pub store_path: String,
+    /// sha256 of the block map `<host>.bmap` made beside the image (absent
+    /// in records of older images), so `flash` refuses another map up front.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmap_sha256: Option<String>,
 }
 
 impl ImageInfo {
@@ -69,7 +73,11 @@ pub fn load(root: &Path, host: &str) -> Result<Option<ImageInfo>> {
 impl ImageInfo {
     /// Fails unless both checksums are sha256 hex digests (what `flash` checks against).
     pub fn check_sums(&self) -> Result<()> {
-        for (name, v) in [("sha256", &self.sha256), ("raw_sha256", &self.raw_sha256)] {
+        let bmap = self.bmap_sha256.iter().map(|v| ("bmap_sha256", v));
+        for (name, v) in [("sha256", &self.sha256), ("raw_sha256", &self.raw_sha256)]
+            .into_iter()
+            .chain(bmap)
+        {
             if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
                 anyhow::bail!("its {name} {v:?} is not a sha256 (64 hex digits)");
             }
@@ -124,6 +132,11 @@ mod tests {
         assert!(e.contains("its sha256 \"00\" is not a sha256"), "{e}");
         assert!(parse(&good[..good.len() / 2]).is_err());
         assert!(parse(&good.replace(r#""size":1"#, r#""size":"1""#)).is_err());
+        // A record of an older image has no bmap_sha256; a present one must be a sha256.
+        assert_eq!(parse(&good).unwrap().bmap_sha256, None);
+        let with = good.replace(r#""wifi":null"#, r#""wifi":null,"bmap_sha256":"x""#);
+        let e = parse(&with).unwrap_err().to_string();
+        assert!(e.contains("its bmap_sha256 \"x\""), "{e}");
     }
 
     #[test]
@@ -138,6 +151,7 @@ mod tests {
             raw_size: 0,
             built: String::new(),
             store_path: String::new(),
+            bmap_sha256: None,
         };
         assert_eq!(info.short_commit(), "0123456+dirty");
         info.dirty = Some(false);

@@ -207,7 +207,7 @@ pub struct TestImage {
 pub fn nixos_image(mib: u64) -> TestImage {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("flash-image-{mib}"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("flash-image-fw-{mib}"));
     let raw = dir.join("nixos.img");
     let zst = dir.join("nixos.img.zst");
     if !zst.exists() {

@@ -84,7 +84,10 @@ fn cat(fs: &str, file: &str) -> Vec<u8> {
 
 #[test]
 fn only_mapped_ranges_are_written_and_the_card_checks_clean() {
-    if image().is_none() || !prerequisite(need_program("debugfs", "e2fsprogs")) {
+    if image().is_none()
+        || !prerequisite(need_program("debugfs", "e2fsprogs"))
+        || !prerequisite(need_program("minfo", "mtools"))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -160,6 +163,10 @@ fn only_mapped_ranges_are_written_and_the_card_checks_clean() {
         "{}",
         String::from_utf8_lossy(&diff.stdout)
     );
+    // The FAT partition: its free clusters were not written, its boot
+    // sector, tables and root directory were, and every file reads back equal.
+    fat_checks(&mapped, &raw_path, &parts[0], dir.path());
+
     // `--verify-only` compares the mapped ranges, and passes.
     let out = flash(&[s(&zst), &dev.path, "--verify-only"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -170,6 +177,85 @@ fn only_mapped_ranges_are_written_and_the_card_checks_clean() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("block map: "));
     assert!(whole.contents()[..raw.len()] == raw[..]);
+}
+
+const FAT_START: usize = 8 << 20;
+const FAT_SIZE: usize = 30 << 20;
+
+/// A number from `minfo`'s output line `<name>: <n>`.
+fn minfo_field(text: &str, name: &str) -> usize {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("minfo printed no {name:?}:\n{text}"))
+}
+
+/// The FAT partition of the image and of the card, read with mtools and
+/// dosfstools (not the xtask): its unmapped blocks lie in the data region,
+/// they add up to at most what mtools counts free (and most of it), and
+/// every file copied out of the card equals the image's.
+fn fat_checks(mapped: &[bool], raw: &Path, card_part: &str, dir: &Path) {
+    let fs = format!("{}@@{FAT_START}", raw.display());
+    let o = Command::new("minfo")
+        .args(["-i", &fs, "::"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = String::from_utf8_lossy(&o.stdout);
+    let sector = minfo_field(&info, "sector size:");
+    let data = sector
+        * (minfo_field(&info, "reserved (boot) sectors:")
+            + minfo_field(&info, "fats:") * minfo_field(&info, "sectors per fat:")
+            + (minfo_field(&info, "max available root directory slots:") * 32).div_ceil(sector));
+    let fat_blocks = FAT_START / BLOCK..(FAT_START + FAT_SIZE) / BLOCK;
+    let unmapped: Vec<usize> = fat_blocks.filter(|i| !mapped[*i]).collect();
+    assert!(
+        !unmapped.is_empty(),
+        "no free cluster of the FAT was unmapped"
+    );
+    assert!(
+        unmapped.iter().all(|i| i * BLOCK >= FAT_START + data),
+        "a block before the FAT's data region (boot sector, tables, root directory) was unmapped"
+    );
+    let o = Command::new("mdir")
+        .args(["-i", &fs, "::"])
+        .output()
+        .unwrap();
+    let free: usize = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.ends_with("bytes free"))
+        .unwrap()
+        .trim_end_matches("bytes free")
+        .split_whitespace()
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let bytes = unmapped.len() * BLOCK;
+    assert!(
+        bytes <= free && bytes >= free / 2,
+        "{bytes} bytes of the FAT unmapped, mtools counts {free} free"
+    );
+    let (from_card, from_image) = (dir.join("fat-card"), dir.join("fat-image"));
+    for (src, to) in [(card_part.to_string(), &from_card), (fs, &from_image)] {
+        std::fs::create_dir(to).unwrap();
+        let o = Command::new("mcopy")
+            .args(["-s", "-n", "-i", &src, "::*"])
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let diff = Command::new("diff")
+        .args(["-r", "-q", s(&from_card), s(&from_image)])
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "the FAT's files differ: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert!(from_image.join("config.txt").is_file());
 }
 
 #[test]
@@ -323,4 +409,129 @@ fn multi_frame_and_single_frame_zst_give_identical_cards() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("corrupt"), "{}", text(&out));
     assert!(a.read_at(0, 1 << 20).iter().all(|b| *b == 0));
+}
+
+#[test]
+fn a_swapped_map_of_the_same_size_is_refused_before_writing() {
+    if image().is_none() {
+        return;
+    }
+    let img = image().unwrap();
+    let fleet = common::fixture_fleet();
+    let out_dir = fleet.path().join("out/rpi-box-03");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let zst = out_dir.join("rpi-box-03.img.zst");
+    std::fs::copy(&img.zst, &zst).unwrap();
+    let bmap = out_dir.join("rpi-box-03.bmap");
+    make_bmap(&img.raw, &bmap);
+    // The record `sd` writes: the image's sha256 and size, and its map's sha256.
+    let record = format!(
+        r#"{{"host":"rpi-box-03","commit":"0123456789abcdef","dirty":false,"sha256":"{}","size":{},"raw_sha256":"{}","raw_size":1,"built":"2026-05-01T10:00:00Z","store_path":"/nix/store/x","wifi":null,"bmap_sha256":"{}"}}"#,
+        super::sha256(&zst),
+        std::fs::metadata(&zst).unwrap().len(),
+        super::sha256(&img.raw),
+        super::sha256(&bmap)
+    );
+    std::fs::write(out_dir.join("rpi-box-03.img.json"), record).unwrap();
+    let run = |dev: &LoopDev| {
+        common::xtask(fleet.path())
+            .args(["flash", "rpi-box-03", &dev.path, "--yes"])
+            .output()
+            .unwrap()
+    };
+    let dev = LoopDev::new(IMAGE_MIB + 16);
+    let out = run(&dev);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("block map: "), "{}", text(&out));
+
+    // Another image of the same size (one byte changed in a file of the
+    // root): its map is well-formed and of the same size, but not the
+    // recorded one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = std::fs::read(&img.raw).unwrap();
+    let mapped = mapped_set(&bmap, raw.len() / BLOCK);
+    let at = ((40 << 20) / BLOCK..).find(|i| mapped[*i]).unwrap() * BLOCK + 7;
+    raw[at] ^= 0xff;
+    let other = dir.path().join("other.img");
+    std::fs::write(&other, &raw).unwrap();
+    let swapped = dir.path().join("other.bmap");
+    make_bmap(&other, &swapped);
+    assert_eq!(
+        std::fs::metadata(&swapped).unwrap().len(),
+        std::fs::metadata(&bmap).unwrap().len(),
+        "the swapped map should be the same size"
+    );
+    assert_ne!(super::sha256(&swapped), super::sha256(&bmap));
+    std::fs::copy(&swapped, &bmap).unwrap();
+    let dev = LoopDev::new(IMAGE_MIB + 16);
+    let before = dev.contents();
+    let out = run(&dev);
+    refused(
+        &out,
+        "is not the block map `cargo xtask sd` made for rpi-box-03's image",
+        &dev,
+        &before,
+    );
+    assert!(text(&out).contains("nothing was written"), "{}", text(&out));
+    // --no-bmap still writes the image whole.
+    let out = common::xtask(fleet.path())
+        .args(["flash", "rpi-box-03", &dev.path, "--yes", "--no-bmap"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dev.contents()[..raw.len()] == std::fs::read(&img.raw).unwrap()[..]);
+}
+
+#[test]
+fn without_mtools_or_a_readable_fat_the_fat_stays_mapped_whole() {
+    if image().is_none() {
+        return;
+    }
+    let img = image().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fat_blocks = FAT_START / BLOCK..(FAT_START + FAT_SIZE) / BLOCK;
+    let bmap = |raw: &Path, out: &Path, path: &str| {
+        let o = common::xtask(&common::repo_root())
+            .args(["bmap", s(raw), "--out", s(out)])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let path = std::env::var("PATH").unwrap();
+    // With mtools: some of the FAT is unmapped (what the other tests check in full).
+    let with = dir.path().join("with.bmap");
+    bmap(&img.raw, &with, &path);
+    let raw_len = std::fs::metadata(&img.raw).unwrap().len() as usize;
+    assert!(
+        fat_blocks
+            .clone()
+            .any(|i| !mapped_set(&with, raw_len / BLOCK)[i])
+    );
+    // No mtools on PATH (e2fsprogs' dumpe2fs is still found in /usr/sbin).
+    let without = dir.path().join("without.bmap");
+    let note = bmap(&img.raw, &without, "/nonexistent");
+    assert!(
+        note.contains("stays mapped whole") && note.contains("mtools"),
+        "{note}"
+    );
+    let m = mapped_set(&without, raw_len / BLOCK);
+    assert!(
+        fat_blocks.clone().all(|i| m[i]),
+        "a FAT block was unmapped without mtools"
+    );
+    // A FAT whose boot sector is not one (its signature cleared).
+    let mut raw = std::fs::read(&img.raw).unwrap();
+    raw[FAT_START + 510] = 0;
+    let broken = dir.path().join("broken.img");
+    std::fs::write(&broken, &raw).unwrap();
+    let out = dir.path().join("broken.bmap");
+    let note = bmap(&broken, &out, &path);
+    assert!(note.contains("cannot be read as FAT"), "{note}");
+    let m = mapped_set(&out, raw.len() / BLOCK);
+    assert!(
+        fat_blocks.clone().all(|i| m[i]),
+        "a block of a broken FAT was unmapped"
+    );
 }

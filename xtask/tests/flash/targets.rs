@@ -180,17 +180,18 @@ fn image_on_the_card_is_refused_before_anything_is_unmounted() {
             .success()
     );
     let parts = dev.partitions();
-    // The desktop mounted the card (private namespace, its own /media) and the
-    // image to write was copied onto it.
+    // The desktop mounted the card (private namespace, its own /media) and an
+    // image to write (the test image's first 4 MiB, small enough for the
+    // card's free space) was put onto it.
     let script = format!(
         "set -e; mount -t tmpfs media /media; mkdir -p /media/alice/NIXOS_SD; mount {p2} /media/alice/NIXOS_SD; \
-         cp {img} /media/alice/NIXOS_SD/nixos.img.zst; \
+         head -c 4194304 {img} > /media/small.img; zstd -q /media/small.img -o /media/alice/NIXOS_SD/nixos.img.zst; \
          set +e; {x} --flake {root} flash /media/alice/NIXOS_SD/nixos.img.zst {dev} --yes; rc=$?; \
          mountpoint -q /media/alice/NIXOS_SD && echo still-mounted; exit $rc",
         p2 = parts[1],
         x = s(&assert_cmd::cargo::cargo_bin("xtask")),
         root = s(&common::repo_root()),
-        img = s(&img.zst),
+        img = s(&img.raw),
         dev = dev.path
     );
     let out = Command::new("unshare")
