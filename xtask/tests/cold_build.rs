@@ -132,7 +132,6 @@ fn help_list_and_offline_commands_never_build_it() {
     for args in [
         &["list"][..],
         &["secret", "list"],
-        &["secret", "set", "db-pass", "--all", "--dry-run"],
         &["pin", "--check"],
         &["secret", "--help"],
         &["pin", "--help"],
