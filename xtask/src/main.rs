@@ -1,45 +1,13 @@
 //! `cargo xtask`: the fleet's command line. This file only parses and
-//! dispatches; each subcommand lives in `cmd/<name>.rs`.
-
-mod bench_harness;
-mod binfmt;
-mod brokenpipe;
-mod capture;
-mod ci;
-mod cmd;
-mod compose;
-mod config_txt;
-mod container_pins;
-mod containers;
-mod deploy;
-mod exec;
-mod firmware;
-mod flash;
-mod fleet_bench;
-mod git;
-mod health;
-mod identity;
-mod image;
-mod interrupt;
-mod inventory;
-mod journal;
-mod nix;
-mod nix_error;
-mod pin;
-mod plan;
-mod reach;
-mod registry;
-mod repo;
-mod secrets;
-mod ssh;
-mod sshkey;
-mod time;
-mod wifi;
+//! dispatches; each subcommand lives in `cmd/<name>.rs` (in the library,
+//! `lib.rs`). What needs age or HTTPS runs in `xtask-crypto` instead, built
+//! on first use (`crypto_tool.rs`).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
+use xtask::{brokenpipe, cmd, crypto_tool, interrupt, nix, repo};
 
 /// Define, build, flash and deploy a fleet of Raspberry Pis running NixOS.
 #[derive(Parser)]
@@ -126,12 +94,18 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::SetupBinfmt(args) => cmd::setup_binfmt::run(&root()?, args),
         Command::NewHost(args) => cmd::new_host::run(&root()?, args),
         Command::Identity(args) => cmd::identity::run(&root()?, args),
-        Command::Secret(args) => cmd::secret::run(&root()?, args),
-        Command::Wifi(args) => cmd::wifi::run(&root()?, args),
+        Command::Secret(args) => {
+            crypto_tool::finish(cmd::secret::run(&root()?, args, None), "the secrets tool")
+        }
+        Command::Wifi(args) => {
+            crypto_tool::finish(cmd::wifi::run(&root()?, args, None), "the secrets tool")
+        }
         Command::AddKey(args) => cmd::add_key::run(&root()?, args),
         Command::Check(args) => cmd::check::run(&root()?, args),
         Command::List(args) => cmd::list::run(&root()?, args),
-        Command::Pin(args) => cmd::pin::run(&root()?, args),
+        Command::Pin(args) => {
+            crypto_tool::finish(cmd::pin::run(&root()?, args, None), "the registry client")
+        }
         Command::Sd(args) => cmd::sd::run(&root()?, args),
         Command::Flash(args) => cmd::flash::run(&root()?, args),
         Command::Bmap(args) => cmd::bmap::run(args),

@@ -127,24 +127,16 @@ pub fn write_entries(root: &Path, entries: &BTreeMap<String, Entry>) -> Result<(
     std::fs::write(root.join(FILE), render(entries)).with_context(|| format!("cannot write {FILE}"))
 }
 
-/// Encrypts `value` to `recipients` into `secrets/<name>.age` (temp, rename).
-pub fn encrypt_to(root: &Path, name: &str, recipients: &[Recipient], value: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let parsed: Vec<age::ssh::Recipient> = recipients
-        .iter()
-        .map(|r| {
-            r.line
-                .parse::<age::ssh::Recipient>()
-                .map_err(|e| anyhow::anyhow!("{}: age cannot use this key: {e:?}", r.who))
-        })
-        .collect::<Result<_>>()?;
-    let encryptor =
-        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-            .context("cannot encrypt")?;
-    let mut out = Vec::new();
-    let mut w = encryptor.wrap_output(&mut out)?;
-    w.write_all(value)?;
-    w.finish()?;
+/// Encrypts `value` to `recipients` into `secrets/<name>.age` (temp, rename),
+/// with the `age` crate of `xtask-crypto` (`age`).
+pub fn encrypt_to(
+    age: &dyn crate::cmd::secret::Age,
+    root: &Path,
+    name: &str,
+    recipients: &[Recipient],
+    value: &[u8],
+) -> Result<()> {
+    let out = age.encrypt(recipients, value)?;
     std::fs::create_dir_all(root.join(DIR))?;
     let path = root.join(age_path(name));
     let tmp = path.with_extension("age.partial");

@@ -1,17 +1,20 @@
 //! `cargo xtask pin [--update] [--check] [FILE…]`: every image in
 //! containers.toml and the Compose files resolved to its index digest over
 //! the OCI distribution API, checked to run on a Pi (linux/arm64), written
-//! in place as `name:tag@sha256:…`.
+//! in place as `name:tag@sha256:…`. What needs no registry (`--check`,
+//! every image already pinned) runs here; the rest in `xtask-crypto`, which
+//! has the HTTPS client (see `crypto_tool.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::crypto_tool::Outcome;
 use crate::inventory::Fleet;
 use crate::pin::{Site, is_containers_toml, rewrite, sites, write_atomically};
 use crate::registry::reference::Reference;
-use crate::registry::{Client, PI_PLATFORM};
+use crate::registry::{PI_PLATFORM, Resolve};
 use crate::{compose, containers};
 
 #[derive(clap::Args)]
@@ -72,6 +75,8 @@ fn files(root: &Path, given: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
 /// What to do with one site.
 enum Plan {
     Keep,
+    /// Pinned with no tag: `--update` has nothing to follow.
+    NoTag,
     Unpinned,
     Resolve(Reference),
 }
@@ -90,19 +95,19 @@ fn plan(site: &Site, update: bool, check: bool) -> Result<Plan> {
         .with_context(|| format!("{}:{}: {}", site.file, site.line, site.owner))?;
     Ok(match (&r.digest, update) {
         (Some(_), false) => Plan::Keep,
-        (Some(_), true) if r.tag.is_none() => {
-            eprintln!(
-                "{}:{}: {}: `{}` has no tag to follow: kept",
-                site.file, site.line, site.owner, site.written
-            );
-            Plan::Keep
-        }
+        (Some(_), true) if r.tag.is_none() => Plan::NoTag,
         (None, false) if check => Plan::Unpinned,
         _ => Plan::Resolve(r),
     })
 }
 
-pub fn run(root: &Path, args: Args) -> Result<()> {
+/// Makes the client that asks registries, when a tag must be resolved.
+pub type Connect<'a> = &'a dyn Fn() -> Result<Box<dyn Resolve>>;
+
+/// Pins, resolving tags with the client `connect` makes (made only when a
+/// tag must be resolved). Without `connect`, when a tag must be resolved it
+/// stops before it prints or writes anything and asks for `xtask-crypto`.
+pub fn run(root: &Path, args: Args, connect: Option<Connect>) -> Result<Outcome> {
     let files = files(root, &args.files)?;
     let mut texts = BTreeMap::new();
     let mut all = Vec::new();
@@ -115,19 +120,36 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
         texts.insert(path.clone(), text);
     }
+    let plans: Vec<Result<Plan>> = all
+        .iter()
+        .map(|(_, site)| plan(site, args.update, args.check))
+        .collect();
+    let resolves = plans.iter().any(|p| matches!(p, Ok(Plan::Resolve(_))));
+    let connect = match connect {
+        Some(c) => c,
+        None if resolves => return Ok(Outcome::HandOver),
+        None => &|| bail!("no tag to resolve"),
+    };
     let mut client = None;
     let mut cache: BTreeMap<String, String> = BTreeMap::new();
     let mut refusals = Vec::new();
     let mut unpinned = Vec::new();
     let mut edits: BTreeMap<PathBuf, Vec<(std::ops::Range<usize>, String)>> = BTreeMap::new();
     let mut changes = Vec::new();
-    for (path, site) in &all {
-        let r = match plan(site, args.update, args.check) {
+    for ((path, site), plan) in all.iter().zip(plans) {
+        let r = match plan {
             Err(e) => {
                 refusals.push(format!("{e:#}"));
                 continue;
             }
             Ok(Plan::Keep) => continue,
+            Ok(Plan::NoTag) => {
+                eprintln!(
+                    "{}:{}: {}: `{}` has no tag to follow: kept",
+                    site.file, site.line, site.owner, site.written
+                );
+                continue;
+            }
             Ok(Plan::Unpinned) => {
                 unpinned.push(format!(
                     "{}:{}: {}: `{}` is not pinned by digest",
@@ -142,7 +164,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             Some(d) => d.clone(),
             None => {
                 if client.is_none() {
-                    client = Some(Client::new()?);
+                    client = Some(connect()?);
                 }
                 let resolved = match client.as_ref().expect("set above").resolve(&r) {
                     Ok(x) => x,
@@ -225,11 +247,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             files.len(),
             if args.update { " and up to date" } else { "" }
         );
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     if args.dry_run {
         println!("dry run: {} change(s), nothing written", changes.len());
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     for (path, e) in edits {
         write_atomically(&path, &rewrite(&texts[&path], e))?;
@@ -246,5 +268,5 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             changes.len()
         );
     }
-    Ok(())
+    Ok(Outcome::Done)
 }

@@ -1,13 +1,25 @@
 //! `cargo xtask secret set|show|list|rm|rekey`: age-encrypted secrets in
 //! `secrets/` (see `secrets.rs`), encrypted in-process with the `age` crate.
+//! The `age` crate's two calls live in `xtask-crypto` (built on first use,
+//! see `crypto_tool.rs`); `list`, `rm` and dry runs need none of it.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::crypto_tool::Outcome;
 use crate::inventory::Fleet;
-use crate::secrets::{self, Entry};
+use crate::secrets::{self, Entry, Recipient};
+
+/// What the `age` crate does for `secret`, in `xtask-crypto`.
+pub trait Age {
+    /// `value` encrypted to every recipient (an age file's bytes).
+    fn encrypt(&self, recipients: &[Recipient], value: &[u8]) -> Result<Vec<u8>>;
+    /// The age file `bytes` (`path` in messages) decrypted with the SSH
+    /// private key at `key` (its passphrase asked on the terminal).
+    fn decrypt(&self, path: &str, bytes: &[u8], key: &Path) -> Result<Vec<u8>>;
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -67,7 +79,9 @@ enum Action {
     },
 }
 
-pub fn run(root: &Path, args: Args) -> Result<()> {
+/// Runs the action; without `age` one that must encrypt or decrypt stops
+/// before it reads or writes anything and asks for `xtask-crypto`.
+pub fn run(root: &Path, args: Args, age: Option<&dyn Age>) -> Result<Outcome> {
     let (fleet, _) = Fleet::read(root)?;
     match args.action {
         Action::Set {
@@ -106,10 +120,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                     secrets::age_path(&name),
                     who(&recipients)
                 );
-                return Ok(());
+                return Ok(Outcome::Done);
             }
+            let Some(age) = age else {
+                return Ok(Outcome::HandOver);
+            };
             let value = read_value(&name)?;
-            secrets::encrypt_to(root, &name, &recipients, &value)?;
+            secrets::encrypt_to(age, root, &name, &recipients, &value)?;
             let mut entries = secrets::read(root)?;
             entries.insert(name.clone(), entry);
             secrets::write_entries(root, &entries)?;
@@ -119,12 +136,15 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 readers.join(", "),
                 secrets::FILE
             );
-            Ok(())
+            Ok(Outcome::Done)
         }
         Action::Show { name, identity } => {
-            let value = decrypt(root, &name, identity.as_deref())?;
+            let Some(age) = age else {
+                return Ok(Outcome::HandOver);
+            };
+            let value = decrypt(age, root, &name, identity.as_deref())?;
             std::io::stdout().write_all(&value)?;
-            Ok(())
+            Ok(Outcome::Done)
         }
         Action::List => {
             let entries = secrets::read(root)?;
@@ -151,7 +171,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 })
                 .collect();
             crate::cmd::list::print_table(&["SECRET", "HOSTS", "OWNER", "MODE"], &rows);
-            Ok(())
+            Ok(Outcome::Done)
         }
         Action::Rm { name, dry_run } => {
             let mut entries = secrets::read(root)?;
@@ -165,20 +185,22 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                     secrets::age_path(&name),
                     secrets::FILE
                 );
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             let _ = std::fs::remove_file(&file);
             secrets::write_entries(root, &entries)?;
             println!(
                 "removed `{name}`; Git history still holds the old file: rotate the value where it is used if that matters"
             );
-            Ok(())
+            Ok(Outcome::Done)
         }
-        Action::Rekey { identity, dry_run } => rekey(root, &fleet, identity.as_deref(), dry_run),
+        Action::Rekey { identity, dry_run } => {
+            rekey(age, root, &fleet, identity.as_deref(), dry_run)
+        }
     }
 }
 
-fn who(r: &[secrets::Recipient]) -> String {
+fn who(r: &[Recipient]) -> String {
     r.iter()
         .map(|r| r.who.as_str())
         .collect::<Vec<_>>()
@@ -225,64 +247,28 @@ fn admin_key(given: Option<&Path>) -> Result<PathBuf> {
         .context("no ~/.ssh/id_ed25519 or ~/.ssh/id_rsa: pass --identity <your private SSH key> (one whose public half is in keys/authorized_keys)")
 }
 
-#[derive(Clone)]
-struct Prompt;
-
-impl age::Callbacks for Prompt {
-    fn display_message(&self, m: &str) {
-        eprintln!("{m}");
-    }
-    fn confirm(&self, _: &str, _: &str, _: Option<&str>) -> Option<bool> {
-        None
-    }
-    fn request_public_string(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn request_passphrase(&self, description: &str) -> Option<age::secrecy::SecretString> {
-        rpassword::prompt_password(format!("{description}: "))
-            .ok()
-            .map(age::secrecy::SecretString::from)
-    }
-}
-
 /// Decrypts `secrets/<name>.age` with the admin's SSH key.
-fn decrypt(root: &Path, name: &str, key: Option<&Path>) -> Result<Vec<u8>> {
+fn decrypt(age: &dyn Age, root: &Path, name: &str, key: Option<&Path>) -> Result<Vec<u8>> {
     let path = secrets::age_path(name);
     let bytes = std::fs::read(root.join(&path))
         .with_context(|| format!("no {path}: see `cargo xtask secret list`"))?;
     secrets::header_tags(&bytes).map_err(|why| anyhow::anyhow!("{path} is not a usable age file: {why}; set it again with `cargo xtask secret set {name} …`"))?;
     let key = admin_key(key)?;
-    let text = std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
-    let id = age::ssh::Identity::from_buffer(&text[..], Some(key.display().to_string()))
-        .with_context(|| format!("{} is not an SSH private key", key.display()))?;
-    let identity: Box<dyn age::Identity> = match id {
-        age::ssh::Identity::Unsupported(_) => bail!(
-            "{}: age cannot decrypt with this key type; use your ed25519 or RSA key (--identity)",
-            key.display()
-        ),
-        age::ssh::Identity::Encrypted(_) if !std::io::stdin().is_terminal() => {
-            bail!(
-                "{} has a passphrase and there is no terminal to ask for it: run in a terminal, or pass --identity with a key that has none",
-                key.display()
-            )
-        }
-        id => Box::new(id.with_callbacks(Prompt)),
-    };
-    let d = age::Decryptor::new(&bytes[..]).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-    let mut r = d
-        .decrypt(std::iter::once(identity.as_ref()))
-        .map_err(|e| anyhow::anyhow!("cannot decrypt {path} with {}: {e} (is its public half in keys/authorized_keys, and was the secret rekeyed since?)", key.display()))?;
-    let mut out = Vec::new();
-    r.read_to_end(&mut out)
-        .with_context(|| format!("{path} is corrupted"))?;
-    Ok(out)
+    age.decrypt(&path, &bytes, &key)
 }
 
 /// Re-encrypts the secrets whose header does not name exactly the keys
-/// they should have.
-fn rekey(root: &Path, fleet: &Fleet, key: Option<&Path>, dry_run: bool) -> Result<()> {
+/// they should have. Every file is read and checked before the first is
+/// re-encrypted.
+fn rekey(
+    age: Option<&dyn Age>,
+    root: &Path,
+    fleet: &Fleet,
+    key: Option<&Path>,
+    dry_run: bool,
+) -> Result<Outcome> {
     let entries = secrets::read(root)?;
-    let mut done = 0;
+    let mut stale = Vec::new();
     for (name, e) in &entries {
         let readers = secrets::readers(fleet, e)?;
         let recipients = secrets::recipients(root, fleet, &readers)?;
@@ -293,21 +279,27 @@ fn rekey(root: &Path, fleet: &Fleet, key: Option<&Path>, dry_run: bool) -> Resul
             secrets::header_tags(&bytes).map_err(|why| anyhow::anyhow!("{path}: {why}"))?;
         let want: std::collections::BTreeSet<String> =
             recipients.iter().map(|r| r.tag.clone()).collect();
-        if tags == want {
-            continue;
+        if tags != want {
+            stale.push((name, path, recipients));
         }
-        if dry_run {
-            println!("would re-encrypt {path} to: {}", who(&recipients));
-            done += 1;
-            continue;
-        }
-        let value = decrypt(root, name, key)?;
-        secrets::encrypt_to(root, name, &recipients, &value)?;
-        println!("re-encrypted {path} to: {}", who(&recipients));
-        done += 1;
     }
-    if done == 0 {
+    if stale.is_empty() {
         println!("every secret is encrypted to exactly the keys it should be: nothing to do");
+        return Ok(Outcome::Done);
     }
-    Ok(())
+    if dry_run {
+        for (_, path, recipients) in &stale {
+            println!("would re-encrypt {path} to: {}", who(recipients));
+        }
+        return Ok(Outcome::Done);
+    }
+    let Some(age) = age else {
+        return Ok(Outcome::HandOver);
+    };
+    for (name, path, recipients) in &stale {
+        let value = decrypt(age, root, name, key)?;
+        secrets::encrypt_to(age, root, name, recipients, &value)?;
+        println!("re-encrypted {path} to: {}", who(recipients));
+    }
+    Ok(Outcome::Done)
 }

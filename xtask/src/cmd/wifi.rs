@@ -9,6 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use crate::cmd::secret::Age;
+use crate::crypto_tool::Outcome;
 use crate::inventory::{Fleet, INVENTORY};
 use crate::{secrets, wifi};
 
@@ -22,7 +24,10 @@ pub struct Args {
     dry_run: bool,
 }
 
-pub fn run(root: &Path, args: Args) -> Result<()> {
+/// `age` is the `age` crate's side, in `xtask-crypto`: without it (`cargo xtask`),
+/// everything but the encryption is done here and the rest is handed over
+/// before the password is asked.
+pub fn run(root: &Path, args: Args, age: Option<&dyn Age>) -> Result<Outcome> {
     let (fleet, _) = Fleet::read(root)?;
     // Per network, its hosts and each one's recipients (its key, the admins').
     let mut networks: BTreeMap<String, Vec<(String, Vec<secrets::Recipient>)>> = BTreeMap::new();
@@ -64,8 +69,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                 );
             }
         }
-        return Ok(());
+        return Ok(Outcome::Done);
     }
+    let Some(age) = age else {
+        return Ok(Outcome::HandOver);
+    };
 
     let mut entries = secrets::read(root)?;
     let mut written = Vec::new();
@@ -79,7 +87,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         let text = wifi::secret_text(&passphrase);
         for (h, recipients) in hosts {
             let name = wifi::secret_name(h);
-            secrets::encrypt_to(root, &name, recipients, text.as_bytes())?;
+            secrets::encrypt_to(age, root, &name, recipients, text.as_bytes())?;
             entries.insert(name.clone(), wifi::entry(h));
             written.push((h.clone(), name));
         }
@@ -102,7 +110,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         hosts.join(" ")
     );
     println!("  cargo xtask sd <host>   # or a new card, which then carries only the host key");
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// Asks for the password twice, without echo, until both agree and it is usable.

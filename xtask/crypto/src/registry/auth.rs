@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde::Deserialize;
 
-use super::reference::is_docker_hub;
+use xtask::registry::reference::is_docker_hub;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
