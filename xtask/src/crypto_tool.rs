@@ -18,7 +18,7 @@ pub const NAME: &str = "xtask-crypto";
 
 /// How long its first build takes (the crates `xtask` already built are
 /// reused), said before it starts.
-const FIRST_BUILD: &str = "about 1.5 minutes on 2 cores";
+const FIRST_BUILD: &str = "about a minute on 2 cores";
 
 /// How a command that may need `xtask-crypto` ended here.
 #[must_use]
