@@ -72,6 +72,12 @@ let
     "armstub"
     "arm_64bit"
     "enable_gic"
+    # GPU firmware variants the FIRMWARE partition does not carry
+    # (modules/hardware/pi-firmware.nix): the firmware would not start.
+    "start_x"
+    "start_debug"
+    "start_file"
+    "fixup_file"
   ];
   sectionKeys = typed ++ [ "lines" ];
 

@@ -23,7 +23,7 @@ in
       ++ [
         {
           # A generic host's FIRMWARE partition is nixpkgs' (documentation/boot.md).
-          assertion = configTxt.deviceTree != "firmware" || host.profile != "generic";
+          assertion = configTxt.deviceTree != "firmware" || (host.profile or "lean") != "generic";
           message = "${configTxt.file}: `device_tree = \"firmware\"` needs the lean profile, whose FIRMWARE partition carries this config.txt: remove `profile = \"generic\"` from host `${host.name}` in hosts/fleet.toml, or the device_tree line";
         }
       ];

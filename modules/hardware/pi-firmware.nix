@@ -53,10 +53,19 @@ runCommand "pi-firmware"
     mkdir -p $out
 
     # The GPU firmware: bootcode.bin (read from the card by the Pi 3 and
-    # Zero 2 W; the Pi 4 boots from its EEPROM), start*.elf with its
-    # fixup*.dat (start*.elf for the Pi 3 / Zero 2 W, start4*.elf for the
-    # Pi 4; config.txt's gpu_mem, start_x and start_debug pick a variant).
-    cp ${boot}/bootcode.bin ${boot}/start*.elf ${boot}/fixup*.dat $out/
+    # Zero 2 W; the Pi 4 boots from its EEPROM), start.elf / start4.elf
+    # with their fixup files (Pi 3 and Zero 2 W / Pi 4), and the cut-down
+    # start_cd / start4cd the firmware picks for `gpu_mem=16`. Not the
+    # camera (start_x) and debug (start_db) variants: with them a firmware
+    # release no longer fits twice on the 30 MiB partition, which the
+    # firmware sync on deploy needs; config.txt's `start_x`,
+    # `start_debug`, `start_file` and `fixup_file` are refused
+    # (lib/config-txt.nix).
+    need ${boot}/start_cd.elf ${boot}/fixup_cd.dat ${boot}/start4cd.elf ${boot}/fixup4cd.dat
+    for f in start.elf fixup.dat start_cd.elf fixup_cd.dat start4.elf fixup4.dat start4cd.elf fixup4cd.dat; do
+      cp ${boot}/$f $out/
+    done
+    cp ${boot}/bootcode.bin $out/
 
     # Pi 4 / 400: the firmware loads the device tree named after the board
     # and hands it to U-Boot. The Pi 3 and Zero 2 W get none here: their

@@ -26,7 +26,18 @@ const TYPED: [&str; 5] = [
     "dtoverlay",
 ];
 /// Lines the boot chain itself needs: never from a host file.
-const BOOT_CHAIN: [&str; 4] = ["kernel", "armstub", "arm_64bit", "enable_gic"];
+/// The GPU firmware variants the FIRMWARE partition does not carry (start_x, start_db) count too:
+/// the firmware would not start (modules/hardware/pi-firmware.nix).
+const BOOT_CHAIN: [&str; 8] = [
+    "kernel",
+    "armstub",
+    "arm_64bit",
+    "enable_gic",
+    "start_x",
+    "start_debug",
+    "start_file",
+    "fixup_file",
+];
 
 #[derive(Deserialize)]
 pub struct Facts {

@@ -149,18 +149,10 @@ fn firmware_directory_is_exactly_the_partition_and_the_image_copies_it() {
         "fixup.dat",
         "start_cd.elf",
         "fixup_cd.dat",
-        "start_x.elf",
-        "fixup_x.dat",
-        "start_db.elf",
-        "fixup_db.dat",
         "start4.elf",
         "fixup4.dat",
         "start4cd.elf",
         "fixup4cd.dat",
-        "start4x.elf",
-        "fixup4x.dat",
-        "start4db.elf",
-        "fixup4db.dat",
         "bcm2711-rpi-4-b.dtb",
         "bcm2711-rpi-400.dtb",
         "u-boot-rpi3.bin",
@@ -312,7 +304,11 @@ fn the_profile_chooses_lean_or_nixpkgs_generic_module() {
     let lean = profile_view(&repo, "lean");
     assert_eq!(
         lean["card"],
-        serde_json::json!([hw.join("lean.nix").display().to_string()])
+        serde_json::json!([
+            hw.join("lean.nix").display().to_string(),
+            // the card assembled with x86_64 tools, on both profiles
+            hw.join("sd-image-native.nix").display().to_string()
+        ])
     );
     // nixpkgs' sd-image.nix and our firmware partition: not
     // sd-image-aarch64.nix, profiles/base.nix or an installer profile.
@@ -339,7 +335,11 @@ fn the_profile_chooses_lean_or_nixpkgs_generic_module() {
     let generic = profile_view(&repo, "generic");
     assert_eq!(
         generic["card"],
-        serde_json::json!([hw.join("generic.nix").display().to_string()])
+        serde_json::json!([
+            hw.join("generic.nix").display().to_string(),
+            // the card assembled with x86_64 tools, on both profiles
+            hw.join("sd-image-native.nix").display().to_string()
+        ])
     );
     assert_eq!(
         generic["chosen"],
