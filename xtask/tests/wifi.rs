@@ -421,7 +421,9 @@ let
   config = {
     age.secrets = builtins.mapAttrs (n: s: s // { path = "/run/agenix/${n}"; }) secrets.age.secrets;
     networking.wireless.interfaces = INTERFACES;
-    hardware.enableRedistributableFirmware = true;
+    # The lean profile's defaults (modules/hardware/sd-card.nix, lean.nix).
+    pi-nixos.wifiFirmware = true;
+    hardware.enableRedistributableFirmware = false;
   };
   wifi = (import (root + "/modules/wifi.nix") { inherit config lib pkgs inventory host; }).config;
 in
